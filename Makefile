@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   chunk → embed → cluster the embedded default corpus (offline, no API key)
+#   make test   the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Nothing here needs the network at run time: models and data load from installed packages.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-all bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# CPU torch first (local disk here), or pip pulls a multi-GB CUDA build for sentence-transformers.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) cluster_corpus.py configs/clustering_01_tiny.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+bench: $(STAMP)
+	$(PY) bench/bench_tree.py --quick
+
+clean:
+	rm -rf data/cache data/outputs

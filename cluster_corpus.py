@@ -1,0 +1,262 @@
+"""Stage 3: embeddings → recursive cluster tree (``tree.json`` + ``tree_arrays.npz``).
+
+At every node UMAP is re-fitted on that node's members only and the projection is
+re-clustered (HDBSCAN, or k-means by silhouette); a child is split again only if it is
+incoherent (mean silhouette below ``silhouette_threshold``), shallower than ``max_depth`` and
+large enough. ``min_cluster_size`` decays with depth; noise stays on its node, never forced.
+
+    python cluster_corpus.py configs/clustering_01_tiny.py [--export-labels labels.csv]
+
+runs chunk → embed → cluster, reusing whatever the cache already holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+import chunking
+import cli
+import embed_chunks
+from cache import StageDir, stage_key
+from cluster_tree import ROOT, ClusterTree, Node, render
+from clusterers import IdentityReducer, make_clusterer, make_reducer
+from config import ClusteringConfig, ExperimentConfig, semantic_dict, to_dict
+from errors import InputError, cli_errors
+
+STAGE = "tree"
+STAGE_VERSION = 1
+
+
+def min_cluster_size(n: int, depth: int, cfg: ClusteringConfig) -> int:
+    """max(floor, n * base_pct * decay**depth), floor = max(min_cluster_floor, floor_base / 2**depth)."""
+    floor = max(cfg.min_cluster_floor, cfg.floor_base / 2 ** depth)
+    return int(round(max(floor, n * cfg.base_pct * cfg.decay ** depth)))
+
+
+def node_seed(seed: int, node_id: str) -> int:
+    """A per-node seed derived from the config seed and the node's path: stable across reruns."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{node_id}".encode()).digest()[:4], "little")
+
+
+@dataclass
+class Split:
+    labels: np.ndarray | None
+    """Per member: child index 0..k-1 ordered by size, -1 for noise; None if no split."""
+    min_cluster_size: int
+    method: str | None
+    reason: str | None
+
+
+def split_node(X: np.ndarray, depth: int, cfg: ClusteringConfig, seed: int, is_root: bool) -> Split:
+    """Re-project one node's members and cluster them. Pure: depends only on its arguments."""
+    n = len(X)
+    mcs = min_cluster_size(n, depth, cfg)
+    if n < 2 * mcs:
+        return Split(None, mcs, None, "too_small")
+    name = cfg.root_clusterer if is_root else cfg.clusterer
+    raw_kmeans = name == "kmeans" and cfg.kmeans_space == "raw"
+    reduced = (IdentityReducer() if raw_kmeans else make_reducer(cfg)).fit_transform(X, seed)
+    labels = make_clusterer(name, cfg).fit_predict(reduced, mcs, seed)
+    method = name
+    if len(set(labels[labels >= 0].tolist())) < 2 and cfg.fallback == "kmeans" and name != "kmeans":
+        space = X if cfg.kmeans_space == "raw" else reduced
+        labels = make_clusterer("kmeans", cfg).fit_predict(space, mcs, seed)
+        method = "kmeans-fallback"
+    if len(set(labels[labels >= 0].tolist())) < 2:
+        return Split(None, mcs, name, "no_structure")
+    return Split(_order_by_size(labels), mcs, method, None)
+
+
+def _order_by_size(labels: np.ndarray) -> np.ndarray:
+    """Relabel clusters 0..k-1 by size (descending), ties by first member: deterministic ids."""
+    ks = [k for k in np.unique(labels) if k >= 0]
+    first = {k: int(np.argmax(labels == k)) for k in ks}
+    order = sorted(ks, key=lambda k: (-int((labels == k).sum()), first[k]))
+    remap = np.full(int(labels.max()) + 2, -1, dtype=np.int64)
+    for new, old in enumerate(order):
+        remap[old] = new
+    return remap[labels]
+
+
+def coherence_per_cluster(X: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Mean cosine silhouette per cluster on a deterministic, stratified sample (noise excluded)."""
+    from sklearn.metrics import silhouette_samples
+
+    rng = np.random.default_rng(seed)
+    ks = np.unique(labels[labels >= 0])
+    total = int((labels >= 0).sum())
+    picked = []
+    for k in ks:
+        idx = np.flatnonzero(labels == k)
+        take = min(len(idx), max(min(len(idx), 20), int(round(cap * len(idx) / total))))
+        picked.append(np.sort(rng.choice(idx, take, replace=False)))
+    sample = np.concatenate(picked)
+    s = silhouette_samples(np.asarray(X[sample], dtype=np.float32), labels[sample], metric="cosine")
+    return np.array([s[labels[sample] == k].mean() for k in ks])
+
+
+def _centroid(X: np.ndarray) -> np.ndarray:
+    c = np.asarray(X, dtype=np.float64).mean(axis=0)
+    norm = np.linalg.norm(c)
+    return (c / norm if norm > 0 else c).astype(np.float32)
+
+
+def _nearest(X: np.ndarray, members: np.ndarray, centroid: np.ndarray, k: int) -> list[int]:
+    sims = np.asarray(X[members], dtype=np.float32) @ centroid
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [int(members[i]) for i in order]
+
+
+def _validate(embeddings: np.ndarray, cfg: ClusteringConfig) -> None:
+    if embeddings.ndim != 2 or len(embeddings) == 0:
+        raise InputError(f"embeddings: expected a 2-D (n, dim) array, got shape {embeddings.shape}")
+    if not np.isfinite(embeddings).all():
+        raise InputError("embeddings: contain NaN/inf; recompute them (delete the embed cache directory)")
+    need = 2 * min_cluster_size(len(embeddings), 0, cfg)
+    if len(embeddings) < need:
+        raise InputError(f"corpus: {len(embeddings)} chunk(s), but splitting the root needs at least {need} "
+                         f"(2 × min_cluster_size); add documents or lower clustering.min_cluster_floor/floor_base")
+    distinct = len(np.unique(np.round(np.asarray(embeddings[:5000]), 5), axis=0))
+    if distinct < 2:
+        raise InputError("corpus: all texts embed to the same vector (identical texts?); nothing to cluster")
+
+
+def recursive_cluster(embeddings: np.ndarray, cfg: ClusteringConfig, progress: Progress | None = None) -> ClusterTree:
+    """Build the cluster tree of L2-normalised ``embeddings`` (n × dim), breadth first.
+
+    Deterministic for a given ``cfg.seed``: every node's split depends only on its members and
+    a seed derived from its path id, so siblings may run in parallel (``cfg.n_jobs``).
+    """
+    X = embeddings
+    _validate(X, cfg)
+    n = len(X)
+    root = Node(id=ROOT, parent=None, depth=-1, members=np.arange(n, dtype=np.int64), centroid=_centroid(X))
+    root.sample_indices = _nearest(X, root.members, root.centroid, cfg.n_samples_per_node)
+    nodes = {ROOT: root}
+    task = progress.add_task("clustering", total=1) if progress else None
+    frontier = [root]
+    with Parallel(n_jobs=cfg.n_jobs, prefer="processes") as parallel:
+        while frontier:
+            args = ((np.asarray(X[nd.members]), nd.depth + 1, cfg, node_seed(cfg.seed, nd.id), nd is root)
+                    for nd in frontier)
+            if cfg.n_jobs == 1 or len(frontier) == 1:
+                splits = [split_node(*a) for a in args]
+            else:
+                splits = parallel(delayed(split_node)(*a) for a in args)
+            next_frontier = []
+            for nd, sp in zip(frontier, splits):
+                nd.min_cluster_size, nd.method = sp.min_cluster_size, sp.method
+                if sp.labels is None:
+                    nd.leaf_reason = sp.reason
+                    continue
+                next_frontier.extend(_add_children(X, nd, sp.labels, cfg, nodes))
+            if progress:
+                progress.update(task, total=progress.tasks[task].total + len(next_frontier),
+                                advance=len(frontier))
+            frontier = next_frontier
+    if progress:
+        progress.update(task, completed=progress.tasks[task].total)
+    return ClusterTree(nodes=nodes, n_points=n, dim=int(X.shape[1]), params=semantic_dict(cfg))
+
+
+def _add_children(X: np.ndarray, parent: Node, labels: np.ndarray, cfg: ClusteringConfig,
+                  nodes: dict[str, Node]) -> list[Node]:
+    """Create the children of a split node; return those to split further."""
+    members = parent.members
+    parent.noise = members[labels < 0]
+    coh = coherence_per_cluster(X[members], labels, cfg.silhouette_sample, node_seed(cfg.seed, parent.id))
+    depth = parent.depth + 1
+    to_split = []
+    for k in range(int(labels.max()) + 1):
+        cid = str(k) if parent.id == ROOT else f"{parent.id}.{k}"
+        child = Node(id=cid, parent=parent.id, depth=depth, members=members[labels == k],
+                     coherence=float(coh[k]))
+        child.centroid = _centroid(X[child.members])
+        child.sample_indices = _nearest(X, child.members, child.centroid, cfg.n_samples_per_node)
+        parent.children.append(cid)
+        nodes[cid] = child
+        if depth + 1 >= cfg.max_depth:
+            child.leaf_reason = "max_depth"
+        elif child.size < 2 * min_cluster_size(child.size, depth + 1, cfg):
+            child.leaf_reason = "too_small"
+        elif child.coherence >= cfg.silhouette_threshold:
+            child.leaf_reason = "coherent"
+        else:
+            to_split.append(child)
+    return to_split
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+def stage_dir(cfg: ExperimentConfig, embed: StageDir | None = None) -> StageDir:
+    embed = embed or embed_chunks.stage_dir(cfg)
+    key = stage_key(STAGE, STAGE_VERSION, semantic_dict(cfg.clustering), {"embed": embed.key})
+    return StageDir.for_key(cfg.cache_dir, STAGE, key)
+
+
+def run_clustering(cfg: ExperimentConfig, log=cli.console) -> StageDir:
+    """chunk → embed → cluster for ``cfg``, each stage reused from the cache when present."""
+    embed = embed_chunks.run_embedding(cfg, log)
+    sd = stage_dir(cfg, embed)
+    if sd.complete:
+        log.print(f"[green]tree: cache hit[/green] {sd.path}")
+        return sd
+    emb = embed_chunks.load_embeddings(embed)
+    chunks_sd = chunking.stage_dir(cfg)
+    chunk_ids = chunking.read_chunks(chunks_sd, ["chunk_id"]).column("chunk_id").to_pylist()
+    log.print(f"tree: clustering {emb.shape[0]} × {emb.shape[1]} → {sd.path}")
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
+                  TimeElapsedColumn(), console=log) as progress:
+        tree = recursive_cluster(emb, cfg.clustering, progress)
+    sd.begin()
+    tree.save(sd.path, chunk_ids)
+    sd.finish({"clustering": to_dict(cfg.clustering)}, {"embed": embed.key, "chunks": chunks_sd.key},
+              {"seconds": round(time.perf_counter() - t0, 2), "n_nodes": len(tree.nodes) - 1,
+               "n_depths": tree.n_depths})
+    return sd
+
+
+def publish(cfg: ExperimentConfig, sd: StageDir, labels_path: Path | None) -> tuple[ClusterTree, Path]:
+    """Copy tree.json to the experiment's output folder and write labels.csv."""
+    tree = ClusterTree.load(sd.path)
+    out = cfg.outputs
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sd.file("tree.json"), out / "tree.json")
+    table = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "doc_id"])
+    labels_path = labels_path or out / "labels.csv"
+    tree.export_labels(labels_path, table.column("chunk_id").to_pylist(), table.column("doc_id").to_pylist())
+    return tree, labels_path
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("Chunk, embed and recursively cluster a corpus (every stage cached).")
+    p.add_argument("--export-labels", type=Path, default=None, metavar="CSV",
+                   help="where to write one row per chunk with its cluster id at each depth "
+                        "(default: <output_dir>/<name>/labels.csv)")
+    args = p.parse_args(argv)
+    cfg = cli.resolve(args)
+    t0 = time.perf_counter()
+    sd = run_clustering(cfg)
+    tree, labels_path = publish(cfg, sd, args.export_labels)
+    cli.console.print(render(tree))
+    cli.console.print(f"tree: {sd.file('tree.json')} (copy in {cfg.outputs / 'tree.json'})")
+    cli.console.print(f"labels: {labels_path}")
+    cli.console.print(f"done in {time.perf_counter() - t0:.1f}s")
+    if tree.n_depths == 0:
+        cli.console.print("[yellow]warning: the root was not split "
+                          f"({tree.root.leaf_reason}); try clustering.root_clusterer=kmeans[/yellow]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

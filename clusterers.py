@@ -1,0 +1,128 @@
+"""The swappable parts of a node split: a reducer (UMAP or identity) and a clusterer
+(HDBSCAN, or k-means with k chosen by silhouette), each behind one small protocol and chosen
+by name in :class:`config.ClusteringConfig`."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Protocol
+
+import numpy as np
+
+from config import ClusteringConfig
+
+
+class Reducer(Protocol):
+    def fit_transform(self, X: np.ndarray, seed: int) -> np.ndarray: ...
+
+
+class Clusterer(Protocol):
+    name: str
+
+    def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+        """Labels 0..k-1, and -1 for noise."""
+        ...
+
+
+class IdentityReducer:
+    def fit_transform(self, X: np.ndarray, seed: int) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32)
+
+
+class UMAPReducer:
+    """UMAP re-fitted on one node's members (local re-projection), clamped for small nodes.
+
+    Above ``fit_sample`` members it is fitted on a deterministic sample and the rest are
+    transformed, which bounds its cost on large nodes."""
+
+    def __init__(self, n_components: int, n_neighbors: int, min_dist: float, fit_sample: int | None):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.fit_sample = fit_sample
+
+    def fit_transform(self, X: np.ndarray, seed: int) -> np.ndarray:
+        import umap
+
+        n, d = X.shape
+        n_components = max(2, min(self.n_components, d, n - 2))
+        n_neighbors = max(2, min(self.n_neighbors, n - 1))
+        model = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=self.min_dist,
+                          metric="cosine", random_state=seed, n_jobs=1, low_memory=True,
+                          init="spectral" if n > 4 * n_neighbors else "random")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            if self.fit_sample is None or n <= self.fit_sample:
+                return model.fit_transform(X).astype(np.float32)
+            rng = np.random.default_rng(seed)
+            fit_idx = np.sort(rng.choice(n, self.fit_sample, replace=False))
+            out = np.empty((n, n_components), dtype=np.float32)
+            out[fit_idx] = model.fit_transform(X[fit_idx])
+            rest = np.setdiff1d(np.arange(n), fit_idx)
+            out[rest] = model.transform(X[rest])
+            return out
+
+
+class HDBSCANClusterer:
+    name = "hdbscan"
+
+    def __init__(self, min_samples: int):
+        self.min_samples = min_samples
+
+    def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+        import hdbscan
+
+        if len(X) < min_cluster_size * 2:
+            return np.full(len(X), -1, dtype=np.int64)
+        model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size,
+                                min_samples=min(self.min_samples, min_cluster_size),
+                                core_dist_n_jobs=1)
+        return model.fit_predict(np.ascontiguousarray(X, dtype=np.float64)).astype(np.int64)
+
+
+class KMeansSilhouetteClusterer:
+    """k-means with k in 2..kmax chosen by the silhouette of a deterministic sample.
+
+    k is also capped at n // min_cluster_size, so no cluster is expected below the size the
+    node's depth asks for. No point is noise."""
+
+    name = "kmeans"
+
+    def __init__(self, kmax: int, sample: int = 2000):
+        self.kmax = kmax
+        self.sample = sample
+
+    def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        n = len(X)
+        kmax = min(self.kmax, n // max(min_cluster_size, 1))
+        if kmax < 2:
+            return np.full(n, -1, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, min(n, self.sample), replace=False))
+        best_score, best = -np.inf, None
+        for k in range(2, kmax + 1):
+            labels = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(X)
+            if len(np.unique(labels[sample])) < 2:
+                continue
+            score = silhouette_score(X[sample], labels[sample])
+            if score > best_score:
+                best_score, best = score, labels
+        if best is None:
+            return np.full(n, -1, dtype=np.int64)
+        return best.astype(np.int64)
+
+
+def make_reducer(cfg: ClusteringConfig) -> Reducer:
+    return UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.umap_fit_sample)
+
+
+def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:
+    if name == "hdbscan":
+        return HDBSCANClusterer(cfg.hdbscan_min_samples)
+    if name == "kmeans":
+        return KMeansSilhouetteClusterer(cfg.kmeans_kmax)
+    raise ValueError(f"unknown clusterer {name!r}")

