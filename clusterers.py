@@ -65,20 +65,31 @@ class UMAPReducer:
 
 
 class HDBSCANClusterer:
+    """HDBSCAN (excess-of-mass selection) from ``fast_hdbscan`` (parallel Borůvka, numba; ~8×
+    faster than ``hdbscan`` on 100k × 50-d here, see bench/) or the reference ``hdbscan``."""
+
     name = "hdbscan"
 
-    def __init__(self, min_samples: int):
+    def __init__(self, min_samples: int, backend: str = "fast_hdbscan"):
         self.min_samples = min_samples
+        self.backend = backend
 
     def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
-        import hdbscan
-
         if len(X) < min_cluster_size * 2:
             return np.full(len(X), -1, dtype=np.int64)
-        model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size,
-                                min_samples=min(self.min_samples, min_cluster_size),
-                                core_dist_n_jobs=1)
-        return model.fit_predict(np.ascontiguousarray(X, dtype=np.float64)).astype(np.int64)
+        min_samples = min(self.min_samples, min_cluster_size)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if self.backend == "fast_hdbscan":
+            import fast_hdbscan
+
+            model = fast_hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                                         reproducible=True)
+        else:
+            import hdbscan
+
+            model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                                    core_dist_n_jobs=1)
+        return np.asarray(model.fit_predict(X), dtype=np.int64)
 
 
 class KMeansSilhouetteClusterer:
@@ -122,7 +133,7 @@ def make_reducer(cfg: ClusteringConfig) -> Reducer:
 
 def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:
     if name == "hdbscan":
-        return HDBSCANClusterer(cfg.hdbscan_min_samples)
+        return HDBSCANClusterer(cfg.hdbscan_min_samples, cfg.hdbscan_backend)
     if name == "kmeans":
         return KMeansSilhouetteClusterer(cfg.kmeans_kmax)
     raise ValueError(f"unknown clusterer {name!r}")

@@ -140,6 +140,8 @@ class ClusteringConfig:
     """See min_cluster_floor."""
     hdbscan_min_samples: int = 10
     """HDBSCAN min_samples: a small constant (None would equal min_cluster_size and over-smooth)."""
+    hdbscan_backend: Literal["fast_hdbscan", "hdbscan"] = "fast_hdbscan"
+    """HDBSCAN implementation: fast_hdbscan (parallel, much faster in 50-d) or the reference hdbscan."""
     root_clusterer: Literal["hdbscan", "kmeans"] = "hdbscan"
     """Clusterer for the root split (density clustering tends to find too few top-level regions)."""
     clusterer: Literal["hdbscan", "kmeans"] = "hdbscan"
@@ -175,6 +177,8 @@ class ClusteringConfig:
         for name in ("root_clusterer", "clusterer"):
             _check(getattr(self, name) in ("hdbscan", "kmeans"), f"clustering.{name}",
                    "must be hdbscan or kmeans")
+        _check(self.hdbscan_backend in ("fast_hdbscan", "hdbscan"), "clustering.hdbscan_backend",
+               "must be fast_hdbscan or hdbscan")
         _check(self.kmeans_kmax >= 2, "clustering.kmeans_kmax", "must be >= 2")
         _check(self.kmeans_space in ("raw", "reduced"), "clustering.kmeans_space", "must be raw or reduced")
         _check(self.fallback in ("none", "kmeans"), "clustering.fallback", "must be none or kmeans")
