@@ -124,8 +124,7 @@ def _validate(embeddings: np.ndarray, cfg: ClusteringConfig) -> None:
     if len(embeddings) < need:
         raise InputError(f"corpus: {len(embeddings)} chunk(s), but splitting the root needs at least {need} "
                          f"(2 × min_cluster_size); add documents or lower clustering.min_cluster_floor/floor_base")
-    distinct = len(np.unique(np.round(np.asarray(embeddings[:5000]), 5), axis=0))
-    if distinct < 2:
+    if float((embeddings.max(axis=0) - embeddings.min(axis=0)).max()) < 1e-5:
         raise InputError("corpus: all texts embed to the same vector (identical texts?); nothing to cluster")
 
 
@@ -147,7 +146,8 @@ def recursive_cluster(embeddings: np.ndarray, cfg: ClusteringConfig, progress: P
         while frontier:
             args = ((np.asarray(X[nd.members]), nd.depth + 1, cfg, node_seed(cfg.seed, nd.id), nd is root)
                     for nd in frontier)
-            if cfg.n_jobs == 1 or len(frontier) == 1:
+            level_points = sum(nd.size for nd in frontier)
+            if cfg.n_jobs == 1 or len(frontier) == 1 or level_points < cfg.parallel_min_points:
                 splits = [split_node(*a) for a in args]
             else:
                 splits = parallel(delayed(split_node)(*a) for a in args)

@@ -161,7 +161,10 @@ class ClusteringConfig:
     seed: int = 42
     """Seed for UMAP, k-means and samples."""
     n_jobs: int = 1
-    """Sibling nodes processed in parallel (joblib); not part of the cache key."""
+    """Sibling nodes processed in parallel (joblib processes; -1 = all cores); not in the cache key."""
+    parallel_min_points: int = 20000
+    """Split a level's nodes in parallel only when they hold at least this many points in all:
+    worker processes start cold (imports, numba JIT: ~30-50 s), which only large levels repay."""
 
     def __post_init__(self) -> None:
         _check(1 <= self.max_depth <= 10, "clustering.max_depth", "must be in 1..10")
@@ -188,6 +191,77 @@ class ClusteringConfig:
 
 
 @dataclass(frozen=True)
+class NamingConfig:
+    namer: Literal["offline", "llm", "none"] = "offline"
+    """offline: distinctive keyphrases (class-based TF-IDF against siblings), no network;
+    llm: an OpenAI-compatible chat model (OpenAI, vLLM, Ollama, llama.cpp server); none: ids only."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1; None = the OpenAI API.
+    Not part of the cache key (the model name identifies the model)."""
+    model: str | None = None
+    """Chat model name sent to the endpoint; required when namer = llm."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable (or `.env` entry) holding the API key. The key itself is
+    never put in a config or written to disk; local servers need none."""
+    temperature: float = 0.0
+    """Sampling temperature of the naming calls."""
+    max_tokens: int = 200
+    """Most tokens an answer may use (a label and a one-sentence description need ~60)."""
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    """How structured answers are requested: a JSON schema (OpenAI, vLLM, llama.cpp; constrains
+    small models), plain JSON mode (Ollama, older servers), or none (parsed from free text)."""
+    max_concurrency: int = 4
+    """Naming calls in flight at once (match a local server's slots); not part of the cache key."""
+    max_retries: int = 3
+    """Retries of one call after 429/5xx/timeouts/unparseable answers; not part of the cache key."""
+    retry_backoff_s: float = 1.0
+    """First retry waits this long, doubling each time (a Retry-After header wins); not in the key."""
+    timeout_s: float = 60.0
+    """Seconds one HTTP call may take before it counts as a timeout; not part of the cache key."""
+    n_samples: int = 6
+    """Representative texts per node shown to the LLM: nearest the centroid, made diverse by MMR."""
+    n_random: int = 2
+    """Extra random member texts shown to the LLM (seeded), so the tails are seen too."""
+    mmr_lambda: float = 0.7
+    """Maximal marginal relevance trade-off: 1 = nearest the centroid only, 0 = most diverse."""
+    sample_pool: int = 50
+    """MMR picks its samples among this many members nearest the centroid."""
+    max_sample_chars: int = 300
+    """Each sample text is cut to this many characters in the prompt."""
+    n_keywords: int = 3
+    """offline: distinctive terms joined into a label (the LLM prompt gets twice as many as hints)."""
+    keyword_ngram_max: int = 2
+    """offline: longest keyphrase in words (1 = single words, 2 = also bigrams)."""
+    seed: int = 0
+    """Seed for the random samples (prompts and --inspect)."""
+
+    def __post_init__(self) -> None:
+        _check(self.namer in ("offline", "llm", "none"), "naming.namer", "must be offline, llm or none")
+        _check(self.model is None or bool(self.model.strip()), "naming.model", "must be a model name or None")
+        _check(bool(self.api_key_env) and "=" not in self.api_key_env and " " not in self.api_key_env,
+               "naming.api_key_env", "must be the NAME of an environment variable, never the key itself")
+        _check(not self.api_key_env.startswith(("sk-", "sk_")), "naming.api_key_env",
+               "looks like an API key; put the key in the environment or .env and name the variable here")
+        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
+               "naming.base_url", "must start with http:// or https:// (or be None for the OpenAI API)")
+        _check(0.0 <= self.temperature <= 2.0, "naming.temperature", "must be in [0, 2]")
+        _check(self.max_tokens >= 16, "naming.max_tokens", "must be >= 16")
+        _check(self.response_format in ("json_schema", "json_object", "none"), "naming.response_format",
+               "must be json_schema, json_object or none")
+        _check(self.max_concurrency >= 1, "naming.max_concurrency", "must be >= 1")
+        _check(self.max_retries >= 0, "naming.max_retries", "must be >= 0")
+        _check(self.retry_backoff_s >= 0, "naming.retry_backoff_s", "must be >= 0")
+        _check(self.timeout_s > 0, "naming.timeout_s", "must be > 0")
+        _check(self.n_samples >= 1, "naming.n_samples", "must be >= 1")
+        _check(self.n_random >= 0, "naming.n_random", "must be >= 0")
+        _check(0.0 <= self.mmr_lambda <= 1.0, "naming.mmr_lambda", "must be in [0, 1]")
+        _check(self.sample_pool >= self.n_samples, "naming.sample_pool", "must be >= naming.n_samples")
+        _check(self.max_sample_chars >= 20, "naming.max_sample_chars", "must be >= 20")
+        _check(1 <= self.n_keywords <= 10, "naming.n_keywords", "must be in 1..10")
+        _check(self.keyword_ngram_max in (1, 2, 3), "naming.keyword_ngram_max", "must be 1, 2 or 3")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Experiment name; outputs go to `output_dir/<name>/`."""
@@ -199,6 +273,7 @@ class ExperimentConfig:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    naming: NamingConfig = field(default_factory=NamingConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
@@ -209,7 +284,7 @@ class ExperimentConfig:
 
 
 # Fields that never change a stage's result; they are left out of cache keys.
-NON_SEMANTIC = {"batch_size", "device", "n_jobs", "shard_size"}
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size"}
 
 
 def to_dict(cfg: Any) -> dict:

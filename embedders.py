@@ -62,7 +62,9 @@ def resolve_model_dir(model: str) -> Path:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise InputError(_unreachable(model, "HF_HUB_OFFLINE is set"))
     try:
-        return Path(snapshot_download(model, etag_timeout=10))
+        # Only what sentence-transformers loads: skip ONNX/OpenVINO/pickled duplicates.
+        return Path(snapshot_download(model, etag_timeout=10,
+                                      allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"]))
     except Exception as e:
         raise InputError(_unreachable(model, type(e).__name__)) from None
 

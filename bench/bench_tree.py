@@ -1,22 +1,21 @@
 """Time-to-tree and peak memory of ``recursive_cluster`` against plain global UMAP + HDBSCAN.
 
-Ours is :func:`cluster_corpus.recursive_cluster` with a :class:`config.ClusteringConfig`. The peer,
-measured in the same run on the same vectors, is what most topic pipelines do: one UMAP fit on
-*all* vectors (the root's n_components, n_neighbors, min_dist, cosine metric and seed, through
-:class:`clusterers.UMAPReducer` with no fit sample), then HDBSCAN once with the root's
-``min_cluster_size``, no recursion. With the default config (root clusterer HDBSCAN) and
-N <= ``umap_fit_sample``, the peer's labels are exactly our depth-0 split, so the time ratio is
-the price of the levels below it.
+Ours is :func:`cluster_corpus.recursive_cluster`. The peer, measured in the same run on the same
+vectors, is what most topic pipelines do: one UMAP fit on *all* vectors with our root's reducer
+(``make_reducer``: n_components, n_neighbors, min_dist, cosine, seed; no fit sample), then our
+HDBSCAN (``make_clusterer``, same backend) once with the root's ``min_cluster_size``. With the
+default config and N <= ``umap_fit_sample`` the peer's labels are our depth-0 split, so the time
+ratio is the price of the levels below it.
 
-Data: synthetic unit-sphere 384-d float32 vectors with a planted hierarchy (10 coarse regions ×
-5 fine blobs, seeded) for each ``--sizes`` N, and optionally the real embeddings of a config
-(``--corpus configs/clustering_02_full.py``; chunked and embedded through the stage cache).
+Data: unit-sphere 384-d float32 vectors with a planted hierarchy (10 coarse regions × 5 fine
+blobs, seeded) for each ``--sizes`` N, and optionally a config's real embeddings (``--corpus``,
+chunked and embedded through the stage cache).
 
-Each (method, dataset) runs in a fresh subprocess (this script with ``--worker``) that reads the
-vectors from a memory-mapped .npy, warms numba's JIT up on a small random set, resets the
-kernel's peak-RSS counter (``/proc/self/clear_refs``) and then times one call. Peak memory is that
-process's VmHWM (plus the sampled peak of its joblib workers when n_jobs != 1). The machine is
-shared and noisy, so compare the ratios (ours / peer), not the seconds.
+Each (method, dataset) runs in a fresh subprocess (this script with ``--worker``) that memory-maps
+the vectors from a .npy, warms numba's JIT up on a small random set, resets the peak-RSS counter
+(``/proc/self/clear_refs``) and times one call. Peak memory is that process's VmHWM plus the
+sampled peak of its joblib workers (n_jobs != 1; they start cold, as they do for users). The
+machine is shared and noisy: compare the ratios (ours / peer), not the seconds.
 
     .venv/bin/python bench/bench_tree.py --quick            # N = 10,000 (make bench)
     .venv/bin/python bench/bench_tree.py                    # N = 10k, 30k, 100k
@@ -39,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ import embed_chunks  # noqa: E402
 from cache import atomic_write_json, atomic_write_text, package_versions  # noqa: E402
 from cluster_corpus import min_cluster_size, node_seed, recursive_cluster  # noqa: E402
 from cluster_tree import ROOT as ROOT_ID  # noqa: E402
-from clusterers import HDBSCANClusterer, UMAPReducer  # noqa: E402
+from clusterers import make_clusterer, make_reducer  # noqa: E402
 from config import ClusteringConfig, load_config, to_dict  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -111,7 +111,7 @@ class ChildrenPeak(threading.Thread):
             for p in _descendants(os.getpid()):
                 try:
                     total += _proc_kib(p, "VmRSS")
-                except (OSError, StopIteration):
+                except OSError:  # the worker exited between listing and reading
                     pass
             self.peak_kib = max(self.peak_kib, total)
 
@@ -121,9 +121,9 @@ def _warm_up(cfg: ClusteringConfig) -> None:
     transform (> 4096 points) and the exact small-node path, so neither method pays for them."""
     X = np.random.default_rng(0).standard_normal((4200, DIM)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
-    reducer = UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, fit_sample=4100)
-    HDBSCANClusterer(cfg.hdbscan_min_samples).fit_predict(reducer.fit_transform(X, 0), 50, 0)
-    UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, None).fit_transform(X[:300], 0)
+    reduced = make_reducer(dataclasses.replace(cfg, umap_fit_sample=4100)).fit_transform(X, 0)
+    make_clusterer("hdbscan", cfg).fit_predict(reduced, 50, 0)
+    make_reducer(dataclasses.replace(cfg, umap_fit_sample=None)).fit_transform(X[:300], 0)
 
 
 def _carried_labels(tree, depth: int) -> np.ndarray:
@@ -154,11 +154,12 @@ def run_ours(X: np.ndarray, cfg: ClusteringConfig, truth: dict | None) -> dict:
 
 
 def run_peer(X: np.ndarray, cfg: ClusteringConfig, truth: dict | None) -> dict:
-    seed = node_seed(cfg.seed, ROOT_ID)  # the seed our root split uses
-    mcs = min_cluster_size(len(X), 0, cfg)
+    # Our root's reducer and HDBSCAN (same parameters, backend and seed), fitted on all vectors.
+    reducer = make_reducer(dataclasses.replace(cfg, umap_fit_sample=None))
+    clusterer = make_clusterer("hdbscan", cfg)
+    seed, mcs = node_seed(cfg.seed, ROOT_ID), min_cluster_size(len(X), 0, cfg)
     t0 = time.perf_counter()
-    reduced = UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, None).fit_transform(X, seed)
-    labels = HDBSCANClusterer(cfg.hdbscan_min_samples).fit_predict(reduced, mcs, seed)
+    labels = clusterer.fit_predict(reducer.fit_transform(X, seed), mcs, seed)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "min_cluster_size": mcs, "n_clusters": len(np.unique(labels[labels >= 0])),
             "noise_share": float((labels < 0).mean()), "ari": _ari(truth, labels)}
@@ -215,27 +216,39 @@ def bench_dataset(name: str, npy: Path, truth: Path | None, cfg: ClusteringConfi
             "mem_above_baseline_ratio": above[0] / above[1]}
 
 
+def _pair(a: dict | None, ka: str, b: dict | None, kb: str) -> str:
+    return "/".join("–" if d is None else f"{d[k]:.2f}" for d, k in ((a, ka), (b, kb)))
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| data | N | ours s | peer s | time ratio | ours peak MiB | peer peak MiB | mem ratio "
             "| ours ARI d0/d1 | peer ARI coarse/fine | ours depths/leaves | noise ours/peer |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         o, p = r["ours"], r["peer"]
-        ari = o["ari"]
-        ours_ari = (f"{ari['d0']['coarse']:.2f}/{ari['d1']['fine']:.2f}"
-                    if ari.get("d0") and ari.get("d1") else
-                    f"{ari['d0']['coarse']:.2f}/–" if ari.get("d0") else "–")
-        peer_ari = f"{p['ari']['coarse']:.2f}/{p['ari']['fine']:.2f}" if p["ari"] else "–"
+        ours_ari = _pair(o["ari"].get("d0"), "coarse", o["ari"].get("d1"), "fine")
+        peer_ari = _pair(p["ari"], "coarse", p["ari"], "fine")
         lines.append(f"| {r['data']} | {r['n']} | {o['seconds']:.1f} | {p['seconds']:.1f} | {r['time_ratio']:.2f} "
                      f"| {o['peak_mib']:.0f} | {p['peak_mib']:.0f} | {r['mem_ratio']:.2f} | {ours_ari} | {peer_ari} "
                      f"| {o['n_depths']}/{o['n_leaves']} | {o['noise_share']:.1%}/{p['noise_share']:.1%} |")
     return "\n".join(lines) + "\n"
 
 
-def _git_sha() -> tuple[str, bool]:
+def machine_info() -> dict:
+    """Where and with what this ran; versions that decide speed are added to cache's list."""
     def git(*a: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD") or "nogit", bool(git("status", "--porcelain"))
+
+    versions = package_versions()
+    for name in ("fast-hdbscan", "numba", "pynndescent"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"git_sha": git("rev-parse", "--short", "HEAD") or "nogit",
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(), "loadavg_end": os.getloadavg(), "versions": versions}
 
 
 def corpus_embeddings(config_path: str) -> tuple[str, Path, ClusteringConfig]:
@@ -279,20 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.corpus:
             name, npy, cfg = corpus_embeddings(args.corpus)
             rows.append(bench_dataset(name, npy, None, dataclasses.replace(cfg, **overrides), tmp))
-    sha, dirty = _git_sha()
-    table = markdown(rows)
-    report = {"started": started.isoformat(timespec="seconds"), "git_sha": sha, "git_dirty": dirty,
-              "argv": sys.argv[1:], "machine": {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-                                                "platform": platform.platform(), "loadavg_end": os.getloadavg()},
-              "versions": package_versions(), "synthetic": {"coarse": N_COARSE, "fine": N_FINE, "dim": DIM,
-                                                            "seed": args.seed},
-              "rows": rows}
+    machine, table = machine_info(), markdown(rows)
+    sha = machine["git_sha"]
     out = RESULTS / f"{started:%Y-%m-%d}-{sha}-tree.json"
-    atomic_write_json(out, report)
-    atomic_write_text(RESULTS / "latest-tree.md",
-                      f"# Tree benchmark: {started:%Y-%m-%d} {sha}{' (dirty)' if dirty else ''}, "
-                      f"{os.cpu_count()} cores\n\nours = recursive_cluster, peer = one global UMAP + HDBSCAN; "
-                      f"ratios are ours / peer.\n\n{table}")
+    atomic_write_json(out, {"started": started.isoformat(timespec="seconds"), "argv": sys.argv[1:],
+                            "machine": machine, "rows": rows,
+                            "synthetic": {"coarse": N_COARSE, "fine": N_FINE, "dim": DIM, "seed": args.seed}})
+    atomic_write_text(RESULTS / "latest-tree.md", (
+        f"# Tree benchmark: {started:%Y-%m-%d} {sha}{' (dirty)' if machine['git_dirty'] else ''}, "
+        f"{machine['nproc']} cores\n\nours = recursive_cluster, peer = one global UMAP + HDBSCAN; ratios are "
+        f"ours / peer. Peaks include the ~0.6 GiB (interpreter, libraries, JIT code) each process holds before "
+        f"the call; `mem_above_baseline_ratio` in {out.name} leaves it out.\n\n{table}"))
     print(table)
     print(f"bench: {out.relative_to(ROOT)} and {(RESULTS / 'latest-tree.md').relative_to(ROOT)}", file=sys.stderr)
     return 0

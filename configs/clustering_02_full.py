@@ -9,5 +9,5 @@ from config import ClusteringConfig, CorpusConfig, ExperimentConfig
 config = ExperimentConfig(
     name="full",
     corpus=CorpusConfig(),
-    clustering=ClusteringConfig(max_depth=3, n_jobs=2),
+    clustering=ClusteringConfig(max_depth=3, n_jobs=-1),
 )
