@@ -99,7 +99,9 @@ def coherence_per_cluster(X: np.ndarray, labels: np.ndarray, cap: int, seed: int
         take = min(len(idx), max(min(len(idx), 20), int(round(cap * len(idx) / total))))
         picked.append(np.sort(rng.choice(idx, take, replace=False)))
     sample = np.concatenate(picked)
-    s = silhouette_samples(np.asarray(X[sample], dtype=np.float32), labels[sample], metric="cosine")
+    # float64: float32 sums differ in the last bits between runs under load, which moved
+    # coherence (and so gating) between otherwise identical runs.
+    s = silhouette_samples(np.asarray(X[sample], dtype=np.float64), labels[sample], metric="cosine")
     return np.array([s[labels[sample] == k].mean() for k in ks])
 
 

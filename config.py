@@ -122,8 +122,11 @@ class EmbeddingConfig:
 class ClusteringConfig:
     max_depth: int = 3
     """Number of levels below the root (depth 0 .. max_depth-1)."""
-    umap_n_components: int = 50
-    """UMAP target dimension at each node (clamped to what a small node allows)."""
+    umap_n_components: int = 10
+    """UMAP target dimension at each node (clamped to what a small node allows). The seed used
+    50; 10 clusters the default corpus better (NMI to its topics .72 vs .69, root noise 2% vs
+    16%), keeps how blobs group into regions on planted data (50-d UMAP scatters them), and is
+    1.6x faster on the default corpus, 20x faster for HDBSCAN at 100k points (see bench/)."""
     umap_n_neighbors: int = 15
     """UMAP neighbourhood size (clamped to node size - 1)."""
     umap_min_dist: float = 0.0
@@ -228,6 +231,10 @@ class NamingConfig:
     """MMR picks its samples among this many members nearest the centroid."""
     max_sample_chars: int = 300
     """Each sample text is cut to this many characters in the prompt."""
+    prompt_context: bool = True
+    """Show the LLM the parent's name, the node's distinctive keywords and its siblings' keyphrases,
+    so names are specific to the node; small local models copy them into their labels instead
+    (--local-llm turns this off and names from the samples alone)."""
     n_keywords: int = 3
     """offline: distinctive terms joined into a label (the LLM prompt gets twice as many as hints)."""
     keyword_ngram_max: int = 2
