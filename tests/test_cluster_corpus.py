@@ -161,3 +161,30 @@ def test_bad_embeddings():
     same = np.repeat(X[:1], 200, axis=0)
     with pytest.raises(InputError, match="same vector"):
         recursive_cluster(same, small_clustering())
+
+
+_CHILD = """
+import json, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from conftest import planted_hierarchy
+from test_cluster_corpus import PLANTED_CFG
+from cluster_corpus import recursive_cluster
+X, *_ = planted_hierarchy(n_coarse=4, n_fine=3, per_fine=50, dim=24, fine_sep=0.3, spread=0.04, seed=1)
+print(json.dumps(recursive_cluster(X, PLANTED_CFG).to_json(), sort_keys=True))
+"""
+
+
+def test_identical_tree_across_concurrent_processes(planted):
+    """Separate interpreters running at the same time (threads contending) build the same tree."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    code = _CHILD.format(root=str(here.parent), tests=str(here))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    expected = json.loads(json.dumps(planted[3].to_json(), sort_keys=True))
+    assert all(o == expected for o in outs)
