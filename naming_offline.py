@@ -26,8 +26,9 @@ from scipy import sparse
 from cluster_tree import ClusterTree
 from naming import NamingResult, NodeName, named_ids
 
-TOKEN_PATTERN = r"(?u)\b[a-zA-Z][a-zA-Z0-9_]+\b"
-"""Words and identifiers (``event_loop``) of two or more characters; no bare numbers."""
+TOKEN_PATTERN = r"(?u)\b[a-zA-Z][a-zA-Z0-9_]*(?:-[a-zA-Z0-9_]+)*[a-zA-Z0-9_]\b"
+"""Words, hyphenated words (``high-definition``) and identifiers (``event_loop``) of two or more
+characters; no bare numbers."""
 
 # Words that are frequent in prose and docstrings alike but never name a topic; scikit-learn's
 # English list lacks them. Python keywords/builtins in docstrings ("self", "none", "true") belong here.
@@ -38,6 +39,7 @@ self none true false return returns returned default argument arguments args kwa
 object objects function functions method methods class classes value values param params
 parameter parameters optional given set sets called call calls example e g ie eg etc
 ve ll re don isn doesn didn wasn aren couldn wouldn shouldn hasn haven
+heard added according including expected week weeks month months day days today yesterday ago later
 """.split())
 ANCESTOR_DEMOTION = 0.6
 """Terms sharing a word with an ancestor's label are scored this much lower: the path already says it."""
@@ -184,7 +186,7 @@ class OfflineNamer:
             names[nid] = NodeName(nid, label, self.source, keywords=shown,
                                   name_error=None if label else "no distinctive terms in this node's texts")
         _separate_duplicates(tree, names)
-        return NamingResult(names, stats={"named": sum(1 for n in names.values() if n.name)})
+        return NamingResult(names)
 
 
 def _separate_duplicates(tree: ClusterTree, names: dict[str, NodeName]) -> None:
