@@ -116,6 +116,8 @@ def load_results(path: Path) -> list[dict]:
         raise InputError(f"--results: {path} has unsupported suffix {suffix!r}; use .jsonl, .csv or .parquet")
     if not rows:
         raise InputError(f"--results: {path} has no rows")
+    if not all(isinstance(r, dict) for r in rows):
+        raise InputError(f"--results: {path}: every row must be a JSON object (one result per line)")
     return rows
 
 
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     names = _names(cfg)
     import pandas as pd
 
-    out = pd.DataFrame(rows).copy() if all(isinstance(r, dict) for r in rows) else pd.DataFrame(index=range(len(rows)))
+    out = pd.DataFrame(rows)
     for col in list(out.columns):  # nested JSON → strings, so CSV and Parquet both hold it
         if out[col].map(lambda v: isinstance(v, (dict, list))).any():
             out[col] = out[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
@@ -220,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _names(cfg) -> dict[str, str]:
-    try:
-        from name_clusters import load_names
+    from name_clusters import load_names
 
-        return load_names(cfg) or {}
-    except Exception:  # names are optional: ids are shown without them
+    try:
+        return load_names(cfg)
+    except InputError:  # names are optional (e.g. LLM names not made yet): ids are shown alone
         return {}
 
 

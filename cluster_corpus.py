@@ -32,7 +32,7 @@ from config import ClusteringConfig, ExperimentConfig, semantic_dict, to_dict
 from errors import InputError, cli_errors
 
 STAGE = "tree"
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: coherence in float64
 
 
 def min_cluster_size(n: int, depth: int, cfg: ClusteringConfig) -> int:

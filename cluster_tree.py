@@ -107,7 +107,11 @@ class ClusterTree:
             "noise": np.concatenate(noise).astype(np.int64) if noise else np.empty(0, np.int64),
             "centroids": np.stack([self.nodes[i].centroid for i in ids]).astype(np.float32),
         }
-        atomic_writer(directory / "tree_arrays.npz", lambda p: np.savez(open(p, "wb"), **arrays))
+        def write_npz(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_writer(directory / "tree_arrays.npz", write_npz)
         atomic_write_json(directory / "tree.json", self.to_json(chunk_ids))
 
     @classmethod

@@ -27,6 +27,15 @@ def _check(cond: bool, field_name: str, msg: str) -> None:
         raise InputError(f"config field {field_name}: {msg}")
 
 
+def _check_literals(obj: object, section: str) -> None:
+    """Dataclasses do not enforce ``Literal[...]`` annotations: check every such field here."""
+    for name, tp in typing.get_type_hints(type(obj)).items():
+        if typing.get_origin(tp) is Literal:
+            allowed = typing.get_args(tp)
+            _check(getattr(obj, name) in allowed, f"{section}.{name}",
+                   f"must be one of {', '.join(map(str, allowed))}")
+
+
 @dataclass(frozen=True)
 class CorpusConfig:
     path: str | None = None
@@ -82,8 +91,7 @@ class ChunkingConfig:
     """Chunks shorter than this (e.g. a trailing window of punctuation) are dropped."""
 
     def __post_init__(self) -> None:
-        _check(self.strategy in ("fixed_tokens", "sentences", "paragraphs", "none"),
-               "chunking.strategy", "must be one of fixed_tokens, sentences, paragraphs, none")
+        _check_literals(self, "chunking")
         _check(self.chunk_max_tokens is None or self.chunk_max_tokens >= 8,
                "chunking.chunk_max_tokens", "must be >= 8 or None")
         _check(0.0 <= self.chunk_overlap_pct < 0.9, "chunking.chunk_overlap_pct", "must be in [0, 0.9)")
@@ -180,14 +188,8 @@ class ClusteringConfig:
         _check(self.min_cluster_floor >= 2, "clustering.min_cluster_floor", "must be >= 2")
         _check(self.hdbscan_min_samples >= 1, "clustering.hdbscan_min_samples",
                "must be a small integer >= 1 (the seed uses 10)")
-        for name in ("root_clusterer", "clusterer"):
-            _check(getattr(self, name) in ("hdbscan", "kmeans"), f"clustering.{name}",
-                   "must be hdbscan or kmeans")
-        _check(self.hdbscan_backend in ("fast_hdbscan", "hdbscan"), "clustering.hdbscan_backend",
-               "must be fast_hdbscan or hdbscan")
+        _check_literals(self, "clustering")
         _check(self.kmeans_kmax >= 2, "clustering.kmeans_kmax", "must be >= 2")
-        _check(self.kmeans_space in ("raw", "reduced"), "clustering.kmeans_space", "must be raw or reduced")
-        _check(self.fallback in ("none", "kmeans"), "clustering.fallback", "must be none or kmeans")
         _check(-1 <= self.silhouette_threshold <= 1, "clustering.silhouette_threshold", "must be in [-1, 1]")
         _check(self.silhouette_sample >= 50, "clustering.silhouette_sample", "must be >= 50")
         _check(self.n_jobs != 0, "clustering.n_jobs", "must be non-zero (-1 = all cores)")
@@ -243,7 +245,7 @@ class NamingConfig:
     """Seed for the random samples (prompts and --inspect)."""
 
     def __post_init__(self) -> None:
-        _check(self.namer in ("offline", "llm", "none"), "naming.namer", "must be offline, llm or none")
+        _check_literals(self, "naming")
         _check(self.model is None or bool(self.model.strip()), "naming.model", "must be a model name or None")
         _check(bool(self.api_key_env) and "=" not in self.api_key_env and " " not in self.api_key_env,
                "naming.api_key_env", "must be the NAME of an environment variable, never the key itself")
@@ -253,8 +255,6 @@ class NamingConfig:
                "naming.base_url", "must start with http:// or https:// (or be None for the OpenAI API)")
         _check(0.0 <= self.temperature <= 2.0, "naming.temperature", "must be in [0, 2]")
         _check(self.max_tokens >= 16, "naming.max_tokens", "must be >= 16")
-        _check(self.response_format in ("json_schema", "json_object", "none"), "naming.response_format",
-               "must be json_schema, json_object or none")
         _check(self.max_concurrency >= 1, "naming.max_concurrency", "must be >= 1")
         _check(self.max_retries >= 0, "naming.max_retries", "must be >= 0")
         _check(self.retry_backoff_s >= 0, "naming.retry_backoff_s", "must be >= 0")

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import chunking
 import cli
-from cache import StageDir, atomic_save_npy, stage_key
+from cache import StageDir, atomic_save_npy, file_fingerprint, stage_key
 from config import ExperimentConfig, semantic_dict, to_dict
 from embedders import default_prefixes, make_embedder, resolve_model_dir
 from errors import InputError, cli_errors
@@ -29,8 +29,6 @@ STAGE_VERSION = 1
 def _identity(cfg: ExperimentConfig) -> dict:
     sem = semantic_dict(cfg.embedding)
     if cfg.embedding.precomputed_path:
-        from cache import file_fingerprint
-
         return {"precomputed_sha256": file_fingerprint(Path(cfg.embedding.precomputed_path).expanduser())}
     sem.pop("precomputed_path")
     model_dir = resolve_model_dir(cfg.embedding.model)
