@@ -269,6 +269,103 @@ class NamingConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Model answers to an eval (rollout.py): which data, which endpoint, how to ask."""
+
+    dataset: Literal["gsm8k"] = "gsm8k"
+    """Eval whose samples are asked and graded."""
+    data_path: str | None = None
+    """GSM8K JSONL file (the official test.jsonl / train.jsonl) or a folder holding them; None =
+    the Hugging Face hub (openai/gsm8k), where it is reachable."""
+    split: Literal["test", "train"] = "test"
+    """Split read from a folder or the hub."""
+    limit: int | None = None
+    """Ask only the first N samples (None = all)."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama); None = the OpenAI API.
+    Not part of the cache key (the model name identifies the model)."""
+    model: str | None = None
+    """Chat model name sent to the endpoint; required unless --local-llm is used."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable (or `.env` entry) holding the API key; the key itself is never saved."""
+    system_prompt: str = ("Solve the math word problem step by step. End with the final answer "
+                          "on its own line as '#### <number>'.")
+    """System message of every call ("" = none)."""
+    prompt_template: str = "{question}"
+    """User message; {question} is replaced by the sample's question."""
+    temperature: float = 0.0
+    """Sampling temperature."""
+    max_tokens: int = 512
+    """Most tokens one completion may use (a cut-off answer is graded as it stands)."""
+    n_samples: int = 1
+    """Completions per question (use temperature > 0 for n > 1); each is its own cached call."""
+    seed: int = 0
+    """Sent as the request seed (plus the sample index), for endpoints that honour it."""
+    max_concurrency: int = 4
+    """Calls in flight at once (match a local server's slots); not part of the cache key."""
+    max_retries: int = 3
+    """Retries of one call after 429/5xx/timeouts/empty answers; not part of the cache key."""
+    retry_backoff_s: float = 1.0
+    """First retry waits this long, doubling each time; not part of the cache key."""
+    timeout_s: float = 120.0
+    """Seconds one HTTP call may take; not part of the cache key."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "rollout")
+        _check(self.limit is None or self.limit >= 1, "rollout.limit", "must be >= 1 or None")
+        _check(self.model is None or bool(self.model.strip()), "rollout.model", "must be a model name or None")
+        _check(bool(self.api_key_env) and "=" not in self.api_key_env and not self.api_key_env.startswith("sk-"),
+               "rollout.api_key_env", "must be the NAME of an environment variable, never the key itself")
+        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
+               "rollout.base_url", "must start with http:// or https:// (or be None for the OpenAI API)")
+        _check("{question}" in self.prompt_template, "rollout.prompt_template", "must contain {question}")
+        _check(0.0 <= self.temperature <= 2.0, "rollout.temperature", "must be in [0, 2]")
+        _check(self.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
+        _check(self.n_samples >= 1, "rollout.n_samples", "must be >= 1")
+        _check(self.max_concurrency >= 1, "rollout.max_concurrency", "must be >= 1")
+        _check(self.max_retries >= 0, "rollout.max_retries", "must be >= 0")
+        _check(self.timeout_s > 0, "rollout.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class AnnotationConfig:
+    """Tagging model outputs with their corpus cluster path (annotate_with_clusters.py)."""
+
+    results_path: str | None = None
+    """Results file (JSONL/CSV/Parquet) the main job annotates, e.g. GSM8K's published
+    example_model_solutions.jsonl; None = the main job only says how to annotate."""
+    text_fields: tuple[str, ...] = ("question",)
+    """Fields embedded and placed in the tree (dotted paths reach into nested JSON; * globs,
+    e.g. "*.solution")."""
+    correct_fields: tuple[str, ...] = ("*.is_correct",)
+    """Boolean correctness field(s), one analysis each (dotted paths, * globs); fields that match
+    nothing are reported and skipped."""
+    exact_search_max_chunks: int = 200_000
+    """Corpus proximity is exact (blocked matrix products) up to this many chunks; above it an
+    approximate HNSW index (faiss) is built once and cached."""
+    hnsw_m: int = 32
+    """HNSW graph degree of the approximate index."""
+    hnsw_ef_search: int = 128
+    """HNSW search breadth (higher = better recall, slower)."""
+    alpha: float = 0.05
+    """Significance level of the error-concentration tests (after Benjamini–Hochberg)."""
+    min_n: int = 10
+    """Clusters with fewer outputs are shown but not tested on their own."""
+    batch_size: int = 64
+    """Texts per embedding batch; not part of the cache key."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.text_fields) >= 1 and all(self.text_fields), "annotation.text_fields",
+               "must name at least one field")
+        _check(self.exact_search_max_chunks >= 0, "annotation.exact_search_max_chunks", "must be >= 0")
+        _check(self.hnsw_m >= 4, "annotation.hnsw_m", "must be >= 4")
+        _check(self.hnsw_ef_search >= 1, "annotation.hnsw_ef_search", "must be >= 1")
+        _check(0.0 < self.alpha < 1.0, "annotation.alpha", "must be in (0, 1)")
+        _check(self.min_n >= 1, "annotation.min_n", "must be >= 1")
+        _check(self.batch_size >= 1, "annotation.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Experiment name; outputs go to `output_dir/<name>/`."""
@@ -281,6 +378,8 @@ class ExperimentConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     naming: NamingConfig = field(default_factory=NamingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
