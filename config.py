@@ -366,6 +366,33 @@ class AnnotationConfig:
 
 
 @dataclass(frozen=True)
+class VisualizationConfig:
+    """The HTML report, the 2-D map and the dashboard (visualize_clusters.py, dashboard.py)."""
+
+    map_max_points: int = 20000
+    """The 2-D map's UMAP is fitted on, and the map shows, at most this many chunks: above it a
+    deterministic sample (by `seed`); the other chunks are placed with the fitted UMAP's transform,
+    so every chunk and every model output still has coordinates."""
+    umap_n_neighbors: int = 15
+    """UMAP neighbourhood size of the 2-D map (clamped to the number of points - 1)."""
+    umap_min_dist: float = 0.1
+    """UMAP min_dist of the 2-D map (larger spreads points out: easier to read than 0)."""
+    seed: int = 0
+    """Seed of the map's UMAP and of its sample."""
+    hover_samples: int = 3
+    """Member texts (nearest the node's centroid) shown when hovering a tree node."""
+    preview_chars: int = 160
+    """Characters of a chunk's text kept in hover boxes and in items.json."""
+
+    def __post_init__(self) -> None:
+        _check(self.map_max_points >= 10, "visualization.map_max_points", "must be >= 10")
+        _check(self.umap_n_neighbors >= 2, "visualization.umap_n_neighbors", "must be >= 2")
+        _check(0.0 <= self.umap_min_dist <= 1.0, "visualization.umap_min_dist", "must be in [0, 1]")
+        _check(0 <= self.hover_samples <= 20, "visualization.hover_samples", "must be in 0..20")
+        _check(self.preview_chars >= 20, "visualization.preview_chars", "must be >= 20")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Experiment name; outputs go to `output_dir/<name>/`."""
@@ -380,6 +407,7 @@ class ExperimentConfig:
     naming: NamingConfig = field(default_factory=NamingConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
+    visualization: VisualizationConfig = field(default_factory=VisualizationConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
