@@ -393,6 +393,116 @@ class VisualizationConfig:
 
 
 @dataclass(frozen=True)
+class ActivationsConfig:
+    model: str | None = None
+    """transformers model whose hidden states are extracted: None = the transformer inside
+    `embedding.model` (the packaged MiniLM by default), or a local model directory / hub name."""
+    layer: int = -1
+    """Index into the model's hidden states: 0 = embedding output, 1..L = after block i, -1 = last."""
+    max_seq_length: int = 128
+    """Tokens per sequence (chunks are truncated; shorter ones padded, padding masked out)."""
+    max_chunks: int | None = None
+    """Use at most this many chunks (deterministic sample by `seed`, kept in corpus order); None = all."""
+    sequences_per_file: int = 64
+    """Sequences per NPZ chunk file (the unit of streaming, checkpoints and membership files)."""
+    dtype: Literal["float16", "float32"] = "float16"
+    """Storage type of the activations."""
+    whiten: bool = False
+    """PCA-whiten the activations (fitted on a capped sample, stored with the run as whitening.npz)."""
+    whiten_sample: int = 20000
+    """Token positions the whitening is fitted on (from a seeded sample of chunks)."""
+    whiten_components: int | None = None
+    """Keep this many principal components when whitening; None = all the model's dimensions."""
+    whiten_eps: float = 1e-3
+    """Added to every eigenvalue, relative to the largest, so near-null directions are not blown up."""
+    seed: int = 0
+    """Seed for the chunk sample and the whitening sample."""
+    batch_size: int = 16
+    """Sequences per forward pass (not part of the cache key)."""
+    device: str | None = None
+    """torch device; None = cpu (not part of the cache key)."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "activations")
+        _check(self.model is None or bool(self.model.strip()), "activations.model",
+               "must name a model, a local directory, or be None")
+        _check(self.max_seq_length >= 4, "activations.max_seq_length", "must be >= 4")
+        _check(self.max_chunks is None or self.max_chunks >= 1, "activations.max_chunks", "must be >= 1 or None")
+        _check(self.sequences_per_file >= 1, "activations.sequences_per_file", "must be >= 1")
+        _check(self.whiten_sample >= 100, "activations.whiten_sample", "must be >= 100")
+        _check(self.whiten_components is None or self.whiten_components >= 1,
+               "activations.whiten_components", "must be >= 1 or None")
+        _check(0 < self.whiten_eps < 1, "activations.whiten_eps", "must be in (0, 1)")
+        _check(self.batch_size >= 1, "activations.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SoftClusterConfig:
+    n_clusters: int = 64
+    """k: number of soft clusters (von Mises-Fisher components with one shared concentration)."""
+    temperature: float = 0.05
+    """Memberships are softmax(cosine / temperature); 1/temperature is the shared vMF concentration."""
+    init: Literal["kmeans++", "random"] = "kmeans++"
+    """Initial centres: spherical k-means++ on the first sample, or k distinct random sample points."""
+    init_sample: int = 20000
+    """Positions gathered from the first chunks to initialise the centres on."""
+    max_points: int = 4096
+    """Phase 1: positions sampled (without replacement, never masked) per chunk and update."""
+    n_epochs: int = 5
+    """Phase 1: most passes over the chunks; stops earlier once an epoch moves no centre by > tol."""
+    tol: float = 1e-4
+    """Phase 1: converged when max over centres of (1 - cos(start of epoch, end of epoch)) < tol."""
+    step_decay: float = 0.6
+    """Stepwise EM step size eta_t = (t + 2) ** -step_decay, in (0.5, 1] for convergence."""
+    threshold: float = 0.05
+    """Phase 2: memberships below this are not stored."""
+    top_m: int = 4
+    """Phase 2: at most this many clusters are stored per position (the largest memberships)."""
+    skip_special_tokens: bool = True
+    """Leave the tokenizer's special tokens ([CLS], [SEP], ...) out, like padding."""
+    n_exemplars: int = 20
+    """Exemplars per cluster with the highest membership (kept in a fixed-size top-k)."""
+    n_random_exemplars: int = 10
+    """Exemplars per cluster drawn uniformly from its members (top cluster), by reservoir sampling."""
+    context_window: int = 8
+    """Tokens kept on each side of an exemplar."""
+    n_top_tokens: int = 15
+    """Most frequent / most distinctive tokens listed per cluster."""
+    lda_min_membership: float = 0.5
+    """Intervention vectors: a position is a positive of its top cluster (and a negative of the
+    others) when that membership is at least this; weights are the memberships."""
+    lda_sample: int = 20000
+    """Intervention vectors: positions reservoir-sampled for the Ledoit-Wolf covariance."""
+    memory_budget_gb: float = 2.0
+    """Peak resident memory to stay under; batch sizes adapt to it (not part of the cache key)."""
+    checkpoint_every: int = 10
+    """Chunks between checkpoints, so an interrupted run resumes (not part of the cache key)."""
+    seed: int = 0
+    """Seed for the initial centres, the samples and the reservoirs."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "soft_cluster")
+        _check(self.n_clusters >= 2, "soft_cluster.n_clusters", "must be >= 2")
+        _check(self.temperature > 0, "soft_cluster.temperature", "must be > 0")
+        _check(self.init_sample >= self.n_clusters, "soft_cluster.init_sample", "must be >= soft_cluster.n_clusters")
+        _check(self.max_points >= 1, "soft_cluster.max_points", "must be >= 1")
+        _check(self.n_epochs >= 1, "soft_cluster.n_epochs", "must be >= 1")
+        _check(self.tol >= 0, "soft_cluster.tol", "must be >= 0")
+        _check(0.5 < self.step_decay <= 1, "soft_cluster.step_decay", "must be in (0.5, 1]")
+        _check(0 < self.threshold < 1, "soft_cluster.threshold", "must be in (0, 1)")
+        _check(self.top_m >= 1, "soft_cluster.top_m", "must be >= 1")
+        _check(self.n_exemplars >= 1, "soft_cluster.n_exemplars", "must be >= 1")
+        _check(self.n_random_exemplars >= 0, "soft_cluster.n_random_exemplars", "must be >= 0")
+        _check(self.context_window >= 0, "soft_cluster.context_window", "must be >= 0")
+        _check(self.n_top_tokens >= 1, "soft_cluster.n_top_tokens", "must be >= 1")
+        _check(0.5 <= self.lda_min_membership < 1, "soft_cluster.lda_min_membership",
+               "must be in [0.5, 1) (so a position is a positive of at most one cluster)")
+        _check(self.lda_sample >= 10, "soft_cluster.lda_sample", "must be >= 10")
+        _check(self.memory_budget_gb > 0, "soft_cluster.memory_budget_gb", "must be > 0")
+        _check(self.checkpoint_every >= 1, "soft_cluster.checkpoint_every", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Experiment name; outputs go to `output_dir/<name>/`."""
@@ -408,6 +518,8 @@ class ExperimentConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
     visualization: VisualizationConfig = field(default_factory=VisualizationConfig)
+    activations: ActivationsConfig = field(default_factory=ActivationsConfig)
+    soft_cluster: SoftClusterConfig = field(default_factory=SoftClusterConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
@@ -418,7 +530,7 @@ class ExperimentConfig:
 
 
 # Fields that never change a stage's result; they are left out of cache keys.
-NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size"}
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every"}
 
 
 def to_dict(cfg: Any) -> dict:
