@@ -1,22 +1,32 @@
 """Stage 5: tag model outputs (and eval questions) with the corpus region they are closest to.
 
-For every row of a results file (JSONL/CSV/Parquet), each configured text field is embedded with
-the corpus' own model and descended through the cluster tree — at each depth the nearest child
-centroid (cosine) — giving its cluster path, the cosine distance to each chosen centroid, and the
-distance to the nearest corpus chunk (corpus proximity, exact batched search). With a
+For every row of a results file (JSONL/CSV/Parquet), each text field is embedded with the
+corpus' own model (query prefix; cached under ``queries-<key>``) and descended through the
+cluster tree — at each depth the nearest child centroid (cosine) — giving its cluster path, the
+names, the cosine distance to each chosen centroid, and the distance to the nearest corpus chunk
+(corpus proximity; exact, or an HNSW index above ``annotation.exact_search_max_chunks``). For each
 correctness field, error concentration by cluster is tested at every depth (cluster_stats).
 
+Fields are dotted paths into nested JSON and may use ``*`` globs, so GSM8K's published
+``example_model_solutions.jsonl`` needs no converter; one call tests all four of its models:
+
     python annotate_with_clusters.py configs/clustering_01_tiny.py \\
-        --results ../shared/data/gsm8k/example_model_solutions.jsonl \\
-        --text-field question --text-field 175b_verification.solution \\
-        --correct-field 175b_verification.is_correct --out data/outputs/gsm8k
+        --results example_model_solutions.jsonl --text-field question --correct-field '*.is_correct'
+
+Writes ``DIR/annotated.csv``, ``DIR/annotated.parquet`` (the input rows plus, per text field F,
+``F.cluster_depth_<d>``, ``F.name_depth_<d>``, ``F.distance_depth_<d>``, ``F.nearest_chunk``,
+``F.nearest_chunk_distance`` — unprefixed when there is one text field — and ``correct`` or
+``correct.<field>`` booleans) and ``DIR/analysis.json`` (``analyses``: one entry per text field ×
+correctness field, each with per-depth contingency table, chi2, dof, p, Cramér's V and
+per-cluster rows with q-values). DIR defaults to ``data/outputs/<name>/annotations/<results stem>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,63 +35,24 @@ import chunking
 import cli
 import cluster_corpus
 import embed_chunks
-from cache import atomic_write_json, atomic_writer
+from cache import StageDir, atomic_write_json, atomic_writer, stage_key
 from cluster_stats import analyze_clusters
-from cluster_tree import ROOT, ClusterTree
+from cluster_tree import ClusterTree
+from config import ExperimentConfig, to_dict
+from corpus_index import (Assignment, ExactSearch, HNSWSearch, NearestChunkSearch, assign_to_clusters,
+                          nearest_chunks)
 from embedders import SentenceTransformerEmbedder, default_prefixes, resolve_model_dir
 from errors import InputError, cli_errors
 
+__all__ = ["Assignment", "assign_to_clusters", "nearest_chunks", "annotate", "main"]
+
 _TRUE = {"true", "1", "yes", "y", "correct", "t"}
 _FALSE = {"false", "0", "no", "n", "incorrect", "wrong", "f"}
+QUERY_STAGE, QUERY_VERSION = "queries", 1
+HNSW_STAGE, HNSW_VERSION = "hnsw", 1
 
 
-@dataclass
-class Assignment:
-    paths: np.ndarray
-    """(n, n_depths) node ids; "" below the item's leaf."""
-    distances: np.ndarray
-    """(n, n_depths) cosine distance to the chosen centroid; NaN below the leaf."""
-
-
-def assign_to_clusters(embeddings: np.ndarray, tree: ClusterTree) -> Assignment:
-    """Nearest child centroid at each depth, descending from the root.
-
-    One matrix product per tree node (items grouped by their current node), never a Python
-    loop per item."""
-    X = np.asarray(embeddings, dtype=np.float32)
-    n, depths = len(X), max(tree.n_depths, 1)
-    paths = np.full((n, depths), "", dtype=object)
-    dist = np.full((n, depths), np.nan, dtype=np.float32)
-    current = np.full(n, ROOT, dtype=object)
-    for d in range(tree.n_depths):
-        nxt = np.full(n, "", dtype=object)
-        for node_id in np.unique(current[current != ""]):
-            node = tree.nodes[node_id]
-            rows = np.flatnonzero(current == node_id)
-            if not node.children:
-                continue
-            cents = np.stack([tree.nodes[c].centroid for c in node.children])
-            sims = X[rows] @ cents.T
-            best = np.argmax(sims, axis=1)
-            chosen = np.array(node.children, dtype=object)[best]
-            paths[rows, d] = chosen
-            dist[rows, d] = 1.0 - sims[np.arange(len(rows)), best]
-            nxt[rows] = chosen
-        current = nxt
-    return Assignment(paths, dist)
-
-
-def nearest_chunks(queries: np.ndarray, corpus: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Exact nearest corpus chunk (cosine) for each query, in blocks to bound memory."""
-    idx = np.empty(len(queries), dtype=np.int64)
-    dist = np.empty(len(queries), dtype=np.float32)
-    for lo in range(0, len(queries), block):
-        sims = np.asarray(queries[lo:lo + block], dtype=np.float32) @ np.asarray(corpus, dtype=np.float32).T
-        best = np.argmax(sims, axis=1)
-        idx[lo:lo + block] = best
-        dist[lo:lo + block] = 1.0 - sims[np.arange(len(best)), best]
-    return idx, dist
-
+# --- reading results ---------------------------------------------------------------------------
 
 def get_path(row: dict, dotted: str):
     """``a.b.c`` into nested dicts; a key that itself contains dots is tried whole first."""
@@ -93,6 +64,23 @@ def get_path(row: dict, dotted: str):
             raise KeyError(dotted)
         cur = cur[part]
     return cur
+
+
+def leaf_paths(row: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in row.items():
+        out += leaf_paths(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
+
+
+def expand_fields(rows: list[dict], patterns: list[str]) -> list[str]:
+    """Globs (``*.is_correct``) → the matching dotted fields of the first row, in file order."""
+    leaves = leaf_paths(rows[0])
+    out: list[str] = []
+    for pat in patterns:
+        found = [f for f in leaves if fnmatch.fnmatchcase(f, pat)] if any(c in pat for c in "*?[") else [pat]
+        out += [f for f in found if f not in out]
+    return out
 
 
 def load_results(path: Path) -> list[dict]:
@@ -127,16 +115,19 @@ def column(rows: list[dict], field: str, path: Path) -> list:
         try:
             out.append(get_path(r, field))
         except KeyError:
-            keys = ", ".join(sorted(r)[:12])
+            keys = ", ".join(leaf_paths(r)[:12])
             raise InputError(f"{path}: row {i + 1} has no field '{field}' (fields: {keys}); "
                              f"pass an existing --text-field / --correct-field (dotted paths reach into nested JSON)") from None
     return out
 
 
 def as_bool(values: list, field: str, path: Path) -> np.ndarray:
+    """True/False per value; None/"" (an ungraded row, e.g. a failed call) stays None."""
     out = []
     for i, v in enumerate(values):
-        if isinstance(v, (bool, np.bool_)):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            out.append(None)
+        elif isinstance(v, (bool, np.bool_)):
             out.append(bool(v))
         elif str(v).strip().lower() in _TRUE:
             out.append(True)
@@ -145,83 +136,245 @@ def as_bool(values: list, field: str, path: Path) -> np.ndarray:
         else:
             raise InputError(f"{path}: row {i + 1} field '{field}' = {v!r} is not a boolean "
                              f"(use true/false or 1/0)")
-    return np.array(out, dtype=bool)
+    return np.array(out, dtype=object)
 
+
+# --- the tree and the embedding space ----------------------------------------------------------
+
+def tree_for(cfg: ExperimentConfig, tree_dir: Path | None, config_path: str) -> StageDir:
+    """The config's own tree, or ``tree_dir`` after checking it was built from this config."""
+    expected = cluster_corpus.stage_dir(cfg)
+    if tree_dir is None:
+        if not expected.complete:
+            raise InputError(f"no tree for {config_path}; run `python cluster_corpus.py {config_path}` first")
+        return expected
+    meta_file = next((tree_dir / f for f in ("config.json", "tree_config.json") if (tree_dir / f).is_file()), None)
+    if meta_file is None or not (tree_dir / "tree_arrays.npz").is_file():
+        raise InputError(f"--tree {tree_dir}: not a tree folder (needs tree.json, tree_arrays.npz, config.json); "
+                         f"give a data/cache/tree-* or data/outputs/<name> folder")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("key") == expected.key:
+        return StageDir(expected.stage, expected.key, tree_dir)
+    who = f"config '{meta.get('experiment')}'" if meta.get("experiment") else "another config"
+    diffs = [f"clustering.{k}: {v!r} there, {to_dict(cfg.clustering).get(k)!r} here"
+             for k, v in (meta.get("config", {}).get("clustering") or {}).items()
+             if to_dict(cfg.clustering).get(k) != v]
+    if meta.get("upstream", {}).get("embed") != embed_chunks.stage_dir(cfg).key:
+        other = StageDir.for_key(cfg.cache_dir, "embed", meta.get("upstream", {}).get("embed", ""))
+        model = other.read_meta().get("model") if other.complete else None
+        diffs.append(f"its embeddings are of model {model!r} / another corpus" if model and model != cfg.embedding.model
+                     else "its corpus or embeddings differ")
+    raise InputError(f"--tree {tree_dir} was built by {who} ({'; '.join(diffs[:4]) or 'different settings'}); "
+                     f"annotate with that config, or drop --tree to use {config_path}'s own tree")
+
+
+def query_prefix(cfg: ExperimentConfig) -> str:
+    if cfg.embedding.query_prefix is not None:
+        return cfg.embedding.query_prefix
+    return default_prefixes(cfg.embedding.model, resolve_model_dir(cfg.embedding.model))["query"]
+
+
+def embed_queries(cfg: ExperimentConfig, texts: list[str]) -> np.ndarray:
+    """Texts embedded with the corpus' model and its query prefix; cached (resumable shards)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    model_id = embed_chunks._identity(cfg)
+    key = stage_key(QUERY_STAGE, QUERY_VERSION, {"model": model_id, "prefix": query_prefix(cfg)},
+                    {"texts": h.hexdigest()})
+    sd = StageDir.for_key(cfg.cache_dir, QUERY_STAGE, key)
+    if sd.complete:
+        return np.load(sd.file("embeddings.npy"))
+    embedder = SentenceTransformerEmbedder(cfg.embedding)
+    embedder.prefix = query_prefix(cfg)
+    sd.begin()
+    shards = embed_chunks.embed_to_shards(texts, embedder, sd.path / "shards", 256, "embedding outputs")
+    embed_chunks.join_shards(shards, sd.file("embeddings.npy"), embedder.dim, len(texts))
+    sd.finish({"embedding": model_id, "prefix": query_prefix(cfg), "n": len(texts)}, {})
+    for s in shards:
+        s.unlink(missing_ok=True)
+    return np.load(sd.file("embeddings.npy"))
+
+
+def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarray) -> NearestChunkSearch:
+    """Exact search for moderate corpora; a cached HNSW index above the configured size."""
+    a = cfg.annotation
+    if len(corpus) <= a.exact_search_max_chunks:
+        return ExactSearch(corpus)
+    key = stage_key(HNSW_STAGE, HNSW_VERSION, {"m": a.hnsw_m, "ef_construction": 200}, {"embed": embed_sd.key})
+    sd = StageDir.for_key(cfg.cache_dir, HNSW_STAGE, key)
+    if sd.complete:
+        return HNSWSearch.load(sd.file("index.faiss"), a.hnsw_ef_search)
+    cli.console.print(f"building an HNSW index over {len(corpus):,} chunks (once; cached in {sd.path})")
+    index = HNSWSearch.build(corpus, a.hnsw_m, a.hnsw_ef_search)
+    sd.begin()
+    atomic_writer(sd.file("index.faiss"), index.save)
+    sd.finish({"m": a.hnsw_m, "ef_construction": 200}, {"embed": embed_sd.key})
+    return index
+
+
+# --- annotate ----------------------------------------------------------------------------------
 
 def _alias(field: str) -> str:
     return field.replace(".", "_")
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("Annotate model outputs with their corpus cluster path and test error concentration.")
-    p.add_argument("--results", type=Path, required=True, help="JSONL/CSV/Parquet of model outputs")
-    p.add_argument("--text-field", action="append", default=None, help="text field(s) to embed (dotted paths ok)")
-    p.add_argument("--correct-field", default=None, help="boolean correctness field (dotted path ok)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--limit", type=int, default=None, help="annotate only the first N rows")
-    args = p.parse_args(argv)
-    cfg = cli.resolve(args)
-    tree_sd = cluster_corpus.stage_dir(cfg)
-    if not tree_sd.complete:
-        raise InputError(f"no tree for {args.config}; run `python cluster_corpus.py {args.config}` first")
-    embed_sd = embed_chunks.stage_dir(cfg)
-    meta = embed_sd.read_meta()
-    if meta.get("model") != cfg.embedding.model or cfg.embedding.precomputed_path:
-        raise InputError(f"the tree of {args.config} was built on embeddings of {meta.get('model')!r}; outputs must be "
-                         f"embedded with the same model (set embedding.model accordingly)")
-    tree = ClusterTree.load(tree_sd.path)
-    rows = load_results(args.results)[: args.limit]
-    fields = args.text_field or ["text"]
-    correct = None
-    if args.correct_field:
-        correct = as_bool(column(rows, args.correct_field, args.results), args.correct_field, args.results)
-    texts = {f: [str(t) for t in column(rows, f, args.results)] for f in fields}
-    embedder = SentenceTransformerEmbedder(cfg.embedding)
-    if embedder.dim != tree.dim:
-        raise InputError(f"embedding dim {embedder.dim} differs from the tree's {tree.dim}; the spaces differ")
-    embedder.prefix = (cfg.embedding.query_prefix if cfg.embedding.query_prefix is not None
-                       else default_prefixes(cfg.embedding.model, resolve_model_dir(cfg.embedding.model))["query"])
-    corpus = embed_chunks.load_embeddings(embed_sd)
-    chunk_ids = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id"]).column("chunk_id").to_pylist()
-    names = _names(cfg)
+def annotate(cfg: ExperimentConfig, rows: list[dict], results: Path, text_fields: list[str],
+             correct_fields: list[str], tree_sd: StageDir):
+    """(annotated DataFrame, analysis dict) for ``rows``; see the module doc for the columns."""
     import pandas as pd
 
+    embed_sd = embed_chunks.stage_dir(cfg)
+    meta = embed_sd.read_meta() if embed_sd.complete else {}
+    if cfg.embedding.precomputed_path or meta.get("model") != cfg.embedding.model:
+        raise InputError(f"the tree was built on embeddings of {meta.get('model') or 'a precomputed .npy'!r}; "
+                         f"outputs can only be placed in it when embedded by the same model (embedding.model)")
+    tree = ClusterTree.load(tree_sd.path)
+    texts_fields = expand_fields(rows, text_fields)
+    texts = {f: [str(t) for t in column(rows, f, results)] for f in texts_fields}
+    correct, skipped = {}, []
+    for f in expand_fields(rows, correct_fields):
+        try:
+            correct[f] = as_bool(column(rows, f, results), f, results)
+        except InputError as e:
+            if "has no field" not in str(e):
+                raise
+            skipped.append({"correct_field": f, "reason": str(e)})
+    for pat in correct_fields:
+        if not any(fnmatch.fnmatchcase(f, pat) for f in correct) and not any(s["correct_field"] == pat for s in skipped):
+            skipped.append({"correct_field": pat, "reason": f"no field of {results} matches '{pat}'"})
+    corpus = embed_chunks.load_embeddings(embed_sd)
+    if corpus.shape[1] != tree.dim:
+        raise InputError(f"corpus embeddings are {corpus.shape[1]}-d but the tree is {tree.dim}-d; rebuild the tree")
+    search = proximity_search(cfg, embed_sd, corpus)
+    chunk_ids = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id"]).column("chunk_id").to_pylist()
+    names = _names(cfg)
     out = pd.DataFrame(rows)
     for col in list(out.columns):  # nested JSON → strings, so CSV and Parquet both hold it
         if out[col].map(lambda v: isinstance(v, (dict, list))).any():
             out[col] = out[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
-    analysis = {"results": str(args.results), "tree": tree_sd.path.name, "fields": {}}
-    for f in fields:
-        emb = embedder.encode(texts[f], 0)
+    for f, vals in correct.items():
+        out["correct" if len(correct) == 1 else f"correct.{_alias(f)}"] = pd.array(list(vals), dtype="boolean")
+    analysis = {"results": str(results), "n_rows": len(rows), "tree": tree_sd.path.name, "tree_key": tree_sd.key,
+                "model": cfg.embedding.model, "proximity": search.kind, "text_fields": texts_fields,
+                "correct_fields": list(correct), "skipped": skipped, "analyses": []}
+    for f in texts_fields:
+        emb = embed_queries(cfg, texts[f])
+        if emb.shape[1] != tree.dim:
+            raise InputError(f"outputs embed to {emb.shape[1]}-d but the tree is {tree.dim}-d; the spaces differ")
         a = assign_to_clusters(emb, tree)
-        near, near_d = nearest_chunks(emb, corpus)
-        pre = "" if len(fields) == 1 else _alias(f) + "."
-        for d in range(a.paths.shape[1]):
-            out[f"{pre}cluster_depth_{d}"] = a.paths[:, d]
-            out[f"{pre}name_depth_{d}"] = [names.get(x, "") for x in a.paths[:, d]]
+        paths = a.paths
+        # in the tests an item whose leaf is shallower than d stays in that leaf, so every graded
+        # item counts at every depth (the columns keep "" below the leaf)
+        carried = paths.copy()
+        for d in range(1, carried.shape[1]):
+            carried[:, d] = np.where(carried[:, d] == "", carried[:, d - 1], carried[:, d])
+        near, near_d = search.search(emb)
+        pre = "" if len(texts_fields) == 1 else _alias(f) + "."
+        for d in range(paths.shape[1]):
+            out[f"{pre}cluster_depth_{d}"] = paths[:, d]
+            out[f"{pre}name_depth_{d}"] = [names.get(x, "") for x in paths[:, d]]
             out[f"{pre}distance_depth_{d}"] = a.distances[:, d]
         out[f"{pre}nearest_chunk"] = [chunk_ids[i] for i in near]
         out[f"{pre}nearest_chunk_distance"] = near_d
-        if correct is not None:
-            analysis["fields"][f] = {f"depth_{d}": analyze_clusters(a.paths[:, d], correct)
-                                     for d in range(a.paths.shape[1])}
-    if correct is None:
-        analysis["note"] = "no --correct-field: rows annotated, error tests skipped"
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_writer(args.out / "annotated.csv", lambda p_: out.to_csv(p_, index=False))
-    atomic_writer(args.out / "annotated.parquet", lambda p_: out.to_parquet(p_, index=False))
-    atomic_write_json(args.out / "analysis.json", analysis)
-    cli.console.print(f"annotated {len(out)} rows → {args.out}/annotated.csv, annotated.parquet, analysis.json")
-    for f, per_depth in analysis["fields"].items():
-        for d, res in per_depth.items():
-            cli.console.print(f"[bold]{f} {d}[/bold]: {res['summary']}")
-    if correct is None:
-        cli.console.print(analysis["note"])
+        for c, vals in correct.items():
+            graded = np.array([v is not None for v in vals])
+            ok = np.array([bool(v) for v in vals[graded]], dtype=bool)
+            entry = {"text_field": f, "correct_field": c, "n_graded": int(graded.sum()),
+                     "n_ungraded": int((~graded).sum()), "depths": {}}
+            for d in range(paths.shape[1]):
+                entry["depths"][f"depth_{d}"] = analyze_clusters(carried[graded, d], ok, cfg.annotation.alpha,
+                                                                 cfg.annotation.min_n, names=names)
+            analysis["analyses"].append(entry)
+    if not correct:
+        analysis["note"] = ("no correctness field found: rows annotated, error tests skipped; pass "
+                            "--correct-field FIELD (a boolean per row) to test where errors concentrate")
+    return out, analysis
+
+
+def default_out(cfg: ExperimentConfig, results: Path) -> Path:
+    return cfg.outputs / "annotations" / results.stem
+
+
+def write_outputs(out_dir: Path, df, analysis: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_writer(out_dir / "annotated.csv", lambda p: df.to_csv(p, index=False))
+    atomic_writer(out_dir / "annotated.parquet", lambda p: df.to_parquet(p, index=False))
+    atomic_write_json(out_dir / "analysis.json", analysis)
+
+
+def print_analysis(analysis: dict, console=None) -> None:
+    from rich.table import Table
+
+    console = console or cli.console
+    for s in analysis["skipped"]:
+        console.print(f"[yellow]skipped {s['correct_field']}: {s['reason']}[/yellow]")
+    if analysis.get("note"):
+        console.print(analysis["note"])
+    if not analysis["analyses"]:
+        return
+    depths = sorted(analysis["analyses"][0]["depths"])
+    suffix = Path(".".join(sorted({e["correct_field"].rpartition(".")[2] for e in analysis["analyses"]})))
+    t = Table(title=f"where errors concentrate ({analysis['n_rows']} rows, tree {analysis['tree']}): "
+                    f"Cramér's V and p per depth")
+    for col in ["text", "correct", "n", "errors"] + [d.replace("depth_", "depth ") for d in depths]:
+        t.add_column(col, no_wrap=col != "text")
+    for e in analysis["analyses"]:
+        first = e["depths"][depths[0]]
+        cells = []
+        for d in depths:
+            o = e["depths"][d]["overall"]
+            cells.append("n/a" if o["p"] is None else f"{o['cramers_v']:.2f} {o['p']:.2g}")
+        rate = "n/a" if first["error_rate"] is None else f"{first['error_rate']:.1%}"
+        short = e["correct_field"].removesuffix("." + str(suffix)) if len(analysis["analyses"]) > 1 else e["correct_field"]
+        t.add_row(e["text_field"], short, str(e["n_graded"]), rate, *cells)
+    console.print(t)
+    for e in analysis["analyses"]:
+        for d in depths:
+            console.print(f"[bold]{e['correct_field']} ({e['text_field']}) {d}[/bold]: {e['depths'][d]['summary']}")
+
+
+HOW_TO = ("to place model outputs in this tree: python annotate_with_clusters.py {config} --results FILE "
+          "--text-field question --correct-field '*.is_correct'  (e.g. GSM8K's example_model_solutions.jsonl from "
+          "https://github.com/openai/grade-school-math), or set annotation.results_path")
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("Annotate model outputs with their corpus cluster path and test where errors concentrate.")
+    p.add_argument("--results", type=Path, default=None,
+                   help="JSONL/CSV/Parquet of model outputs (default: annotation.results_path)")
+    p.add_argument("--text-field", action="append", default=None,
+                   help="text field(s) to embed; dotted paths and * globs (default: annotation.text_fields)")
+    p.add_argument("--correct-field", action="append", default=None,
+                   help="boolean correctness field(s), one analysis each (default: annotation.correct_fields)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default data/outputs/<name>/annotations/<stem>)")
+    p.add_argument("--tree", type=Path, default=None, help="a tree folder to use instead of the config's own tree "
+                                                           "(refused unless built from this config)")
+    p.add_argument("--limit", type=int, default=None, help="annotate only the first N rows")
+    p.add_argument("--if-configured", action="store_true",
+                   help="without --results and annotation.results_path, print how to annotate and exit 0")
+    args = p.parse_args(argv)
+    cfg = cli.resolve(args)
+    results = args.results or (Path(cfg.annotation.results_path) if cfg.annotation.results_path else None)
+    if results is None:
+        if args.if_configured:
+            cli.console.print(HOW_TO.format(config=args.config))
+            return 0
+        raise InputError("--results is required (or set annotation.results_path); " + HOW_TO.format(config=args.config))
+    tree_sd = tree_for(cfg, args.tree, args.config)
+    rows = load_results(results)[: args.limit]
+    df, analysis = annotate(cfg, rows, results, args.text_field or list(cfg.annotation.text_fields),
+                            args.correct_field or list(cfg.annotation.correct_fields), tree_sd)
+    out_dir = args.out or default_out(cfg, results)
+    write_outputs(out_dir, df, analysis)
+    cli.console.print(f"annotated {len(df)} rows → {out_dir}/annotated.csv, annotated.parquet, analysis.json")
+    print_analysis(analysis)
     return 0
 
 
-def _names(cfg) -> dict[str, str]:
+def _names(cfg: ExperimentConfig) -> dict[str, str]:
     from name_clusters import load_names
 
     try:

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 import chunking
 import cli
 import embed_chunks
-from cache import StageDir, stage_key
+from cache import StageDir, atomic_writer, stage_key
 from cluster_tree import ROOT, ClusterTree, Node, render
 from clusterers import IdentityReducer, make_clusterer, make_reducer
 from config import ClusteringConfig, ExperimentConfig, semantic_dict, to_dict
@@ -223,16 +223,19 @@ def run_clustering(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     tree.save(sd.path, chunk_ids)
     sd.finish({"clustering": to_dict(cfg.clustering)}, {"embed": embed.key, "chunks": chunks_sd.key},
               {"seconds": round(time.perf_counter() - t0, 2), "n_nodes": len(tree.nodes) - 1,
-               "n_depths": tree.n_depths})
+               "n_depths": tree.n_depths, "experiment": cfg.name})
     return sd
 
 
 def publish(cfg: ExperimentConfig, sd: StageDir, labels_path: Path | None) -> tuple[ClusterTree, Path]:
-    """Copy tree.json to the experiment's output folder and write labels.csv."""
+    """Copy the tree (tree.json, its arrays, its config as tree_config.json) to the experiment's
+    output folder and write labels.csv."""
     tree = ClusterTree.load(sd.path)
     out = cfg.outputs
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(sd.file("tree.json"), out / "tree.json")
+    for src, dst in (("tree.json", "tree.json"), ("tree_arrays.npz", "tree_arrays.npz"),
+                     ("config.json", "tree_config.json")):
+        atomic_writer(out / dst, lambda p, s=src: shutil.copyfile(sd.file(s), p))
     table = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "doc_id"])
     labels_path = labels_path or out / "labels.csv"
     tree.export_labels(labels_path, table.column("chunk_id").to_pylist(), table.column("doc_id").to_pylist())

@@ -84,7 +84,7 @@ def _two_by_two(err_in: int, n_in: int, err_out: int, n_out: int) -> tuple[str, 
 
 
 def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
-                     include_noise: bool = False) -> dict:
+                     include_noise: bool = False, names: dict[str, str] | None = None) -> dict:
     """Error concentration by cluster at one depth.
 
     Parameters
@@ -94,6 +94,7 @@ def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
     alpha : significance level for the summary (q-values are BH-adjusted).
     min_n : clusters with fewer items are pooled as ``"(small)"`` for the overall test.
     include_noise : keep noise items as their own group.
+    names : cluster id → name, shown beside ids in the summary.
     """
     labels = np.asarray(labels).astype(str)
     correct = np.asarray(correct)
@@ -135,18 +136,23 @@ def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
             underpowered.append(f"{(expected < 5).mean():.0%} of expected counts are < 5: the chi-squared "
                                 f"p-value is approximate")
     significant = sorted((r for r in rows if r.q <= alpha), key=lambda r: r.q)
+    by_rate = sorted((r for r in rows if r.n >= min_n), key=lambda r: (-r.error_rate, r.cluster))
     return {"n": n_total, "errors": err_total, "error_rate": err_total / n_total if n_total else None,
             "overall": overall, "clusters": [asdict(r) for r in rows],
-            "warnings": underpowered, "summary": _summary(significant, overall, underpowered, alpha)}
+            "highest_error": [r.cluster for r in by_rate[:3]],
+            "lowest_error": [r.cluster for r in by_rate[::-1][:3]],
+            "warnings": underpowered, "summary": _summary(significant, overall, underpowered, alpha, names or {})}
 
 
-def _summary(significant: list[ClusterRow], overall: dict, warnings: list[str], alpha: float) -> str:
+def _summary(significant: list[ClusterRow], overall: dict, warnings: list[str], alpha: float,
+             names: dict[str, str]) -> str:
     if overall["p"] is None:
         return "Not testable: " + "; ".join(warnings)
     head = (f"cluster × correctness: chi2 = {overall['chi2']:.2f}, dof = {overall['dof']}, "
             f"p = {overall['p']:.3g}, Cramér's V = {overall['cramers_v']:.2f}.")
     if not significant:
         return head + f" No cluster's error rate differs from the rest at q ≤ {alpha}."
-    parts = [f"{'errors concentrate in' if r.error_rate > r.rate_elsewhere else 'fewer errors in'} {r.cluster}: "
+    parts = [f"{'errors concentrate in' if r.error_rate > r.rate_elsewhere else 'fewer errors in'} "
+             f"{r.cluster}{f' ({names[r.cluster]})' if names.get(r.cluster) else ''}: "
              f"{r.error_rate:.0%} vs {r.rate_elsewhere:.0%} elsewhere, q = {r.q:.2g}" for r in significant[:3]]
     return head + " " + "; ".join(parts) + "."
