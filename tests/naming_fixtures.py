@@ -253,6 +253,13 @@ class FakeLLM:
                     action, None) if isinstance(action, str) else action["content"]
                 if content is None:
                     content = good_answer(body)
+                if body.get("stream"):  # server-sent events, one word per chunk
+                    words = re.findall(r"\S+\s*", content)
+                    events = [{"id": f"fake-{n}", "object": "chat.completion.chunk", "created": 0,
+                               "model": body.get("model"), "choices": [{"index": 0, "delta": {"content": w},
+                                                                        "finish_reason": None}]} for w in words]
+                    data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+                    return self._send(200, data.encode(), {"Content-Type": "text/event-stream"})
                 resp = {"id": f"fake-{n}", "object": "chat.completion", "created": 0, "model": body.get("model"),
                         "choices": [{"index": 0, "finish_reason": "stop",
                                      "message": {"role": "assistant", "content": content}}],
@@ -261,7 +268,8 @@ class FakeLLM:
 
             def _send(self, status, data, headers=None):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                headers = dict(headers or {})
+                self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
