@@ -1,0 +1,322 @@
+"""Per-cluster statistics accumulated while memberships stream past, in memory that does not grow
+with the data: usage, position and token distributions, exemplars with their context, and the
+sums behind the intervention vectors (weighted LDA with Ledoit-Wolf shrinkage).
+
+Every accumulator keeps its arrays as attributes named in ``ARRAYS`` so a checkpoint is just
+``state()`` saved to an NPZ and ``load_state()`` after a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+
+class _Stateful:
+    ARRAYS: tuple[str, ...] = ()
+
+    def state(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in self.ARRAYS}
+
+    def load_state(self, state: dict[str, np.ndarray], prefix: str) -> None:
+        for name in self.ARRAYS:
+            setattr(self, name, np.array(state[f"{prefix}{name}"]))
+
+
+@dataclass
+class ChunkMemberships:
+    """The stored (sparse) memberships of one chunk, sorted by (sequence, position, cluster)."""
+
+    chunk: int
+    seq: np.ndarray  # int32 [nnz]
+    pos: np.ndarray  # int32 [nnz]
+    cluster: np.ndarray  # int32 [nnz]
+    value: np.ndarray  # float32 [nnz]
+    token_ids: np.ndarray  # int32 [n_seq, seq_len]
+    valid: np.ndarray  # bool [n_seq, seq_len]: positions that were assigned
+
+    def context(self, seq: np.ndarray, pos: np.ndarray, cluster: np.ndarray, window: int, top_m: int, k: int):
+        """For exemplars (seq, pos, cluster): tokens of the window around them (-1 outside the
+        sequence or on unassigned positions), the cluster's membership at each window position,
+        and every stored (cluster, membership) at the exemplar's own position."""
+        n_seq, seq_len = self.token_ids.shape
+        offs = np.arange(-window, window + 1)
+        wpos = pos[:, None] + offs[None, :]
+        inside = (wpos >= 0) & (wpos < seq_len)
+        wpos_c = np.clip(wpos, 0, seq_len - 1)
+        seq_b = np.broadcast_to(seq[:, None], wpos.shape)
+        ok = inside & self.valid[seq_b, wpos_c]
+        tokens = np.where(ok, self.token_ids[seq_b, wpos_c], -1).astype(np.int32)
+        poskey = self.seq.astype(np.int64) * seq_len + self.pos
+        key = poskey * k + self.cluster
+        want = (seq_b.astype(np.int64) * seq_len + wpos_c) * k + cluster[:, None]
+        at = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
+        hit = ok & (len(key) > 0) & (key[at] == want) if len(key) else np.zeros_like(ok)
+        values = np.where(hit, self.value[at] if len(key) else 0.0, 0.0).astype(np.float32)
+        lo = np.searchsorted(poskey, seq.astype(np.int64) * seq_len + pos, side="left")
+        hi = np.searchsorted(poskey, seq.astype(np.int64) * seq_len + pos, side="right")
+        others_c = np.full((len(seq), top_m), -1, dtype=np.int32)
+        others_v = np.zeros((len(seq), top_m), dtype=np.float32)
+        for j in range(top_m):
+            idx = lo + j
+            has = idx < hi
+            others_c[has, j] = self.cluster[idx[has]]
+            others_v[has, j] = self.value[idx[has]]
+        return tokens, values, others_c, others_v
+
+
+class Exemplars(_Stateful):
+    """Per cluster, the ``n`` candidates with the largest keys seen so far, with their context.
+
+    Keys = memberships gives the top-k exemplars; keys = uniform random numbers drawn once per
+    position gives a reservoir sample (the n smallest/largest of i.i.d. keys are a uniform sample
+    without replacement, whatever the order of arrival)."""
+
+    ARRAYS = ("key", "loc", "value", "ctx_tokens", "ctx_values", "others_c", "others_v")
+
+    def __init__(self, k: int, n: int, window: int, top_m: int):
+        self.k, self.n, self.window, self.top_m = k, n, window, top_m
+        self.key = np.full((k, n), -np.inf)
+        self.loc = np.full((k, n, 3), -1, dtype=np.int64)  # chunk, sequence, position
+        self.value = np.zeros((k, n), dtype=np.float32)
+        self.ctx_tokens = np.full((k, n, 2 * window + 1), -1, dtype=np.int32)
+        self.ctx_values = np.zeros((k, n, 2 * window + 1), dtype=np.float32)
+        self.others_c = np.full((k, n, top_m), -1, dtype=np.int32)
+        self.others_v = np.zeros((k, n, top_m), dtype=np.float32)
+
+    def offer(self, cm: ChunkMemberships, cluster: np.ndarray, key: np.ndarray, seq: np.ndarray,
+              pos: np.ndarray, value: np.ndarray) -> None:
+        if self.n == 0 or not len(key):
+            return
+        keep = key > self.key[cluster, -1]  # slots are sorted by key, descending
+        cluster, key, seq, pos, value = cluster[keep], key[keep], seq[keep], pos[keep], value[keep]
+        if not len(key):
+            return
+        aff = np.unique(cluster)
+        n_old = len(aff) * self.n
+        comb_c = np.concatenate([np.repeat(aff, self.n), cluster])
+        comb_k = np.concatenate([self.key[aff].ravel(), key])
+        order = np.lexsort((-comb_k, comb_c))
+        counts = np.bincount(comb_c, minlength=self.k)[aff]
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        rank = np.arange(len(order)) - starts
+        win = order[rank < self.n]
+        dest_c, dest_s = comb_c[win], rank[rank < self.n]
+        old = win < n_old
+        snap = {name: getattr(self, name)[aff].copy() for name in self.ARRAYS}
+        aff_pos = np.searchsorted(aff, dest_c[old])
+        src_slot = win[old] % self.n
+        for name in self.ARRAYS:
+            getattr(self, name)[dest_c[old], dest_s[old]] = snap[name][aff_pos, src_slot]
+        new = win[~old] - n_old
+        nc, ns = dest_c[~old], dest_s[~old]
+        self.key[nc, ns] = key[new]
+        self.value[nc, ns] = value[new]
+        self.loc[nc, ns] = np.stack([np.full(len(new), cm.chunk), seq[new], pos[new]], axis=1)
+        tok, vals, oc, ov = cm.context(seq[new], pos[new], cluster[new], self.window, self.top_m, self.k)
+        self.ctx_tokens[nc, ns], self.ctx_values[nc, ns] = tok, vals
+        self.others_c[nc, ns], self.others_v[nc, ns] = oc, ov
+
+    def records(self, c: int, decode, sequence_ids) -> list[dict]:
+        out = []
+        for j in range(self.n):
+            if not np.isfinite(self.key[c, j]):
+                break
+            chunk, seq, pos = (int(v) for v in self.loc[c, j])
+            ids = self.ctx_tokens[c, j].tolist()
+            others = [{"cluster": int(a), "membership": round(float(b), 4)}
+                      for a, b in zip(self.others_c[c, j], self.others_v[c, j]) if a >= 0 and a != c]
+            out.append({"chunk": chunk, "sequence": seq, "position": pos,
+                        "sequence_id": sequence_ids(chunk, seq), "membership": round(float(self.value[c, j]), 4),
+                        "token": decode([ids[self.window]])[0], "context_ids": ids,
+                        "context": decode(ids), "context_membership": [round(float(v), 4) for v in self.ctx_values[c, j]],
+                        "focus": self.window, "other_clusters": others})
+        return out
+
+
+class UsageStats(_Stateful):
+    """How much each cluster is used, where in the sequence, on which tokens."""
+
+    ARRAYS = ("soft", "hard", "stored", "n_positions", "loglik", "pos_hist", "token_counts",
+              "pair_keys", "pair_weights")
+
+    def __init__(self, k: int):
+        self.k = k
+        self.soft = np.zeros(k)  # sum of memberships
+        self.hard = np.zeros(k, dtype=np.int64)  # positions whose top cluster it is
+        self.stored = np.zeros(k, dtype=np.int64)  # stored (sparse) entries
+        self.n_positions = np.zeros((), dtype=np.int64)
+        self.loglik = np.zeros(())
+        self.pos_hist = np.zeros((k, 0))  # [k, seq_len] stored membership mass per position
+        self.token_counts = np.zeros(0, dtype=np.int64)  # [vocab] all assigned positions
+        self.pair_keys = np.zeros(0, dtype=np.int64)  # token * k + cluster, sorted unique
+        self.pair_weights = np.zeros(0)  # stored membership mass per (token, cluster)
+        self._buf_k: list[np.ndarray] = []
+        self._buf_w: list[np.ndarray] = []
+
+    def add_block(self, r_sum: np.ndarray, top: np.ndarray, loglik: np.ndarray) -> None:
+        self.soft += r_sum
+        self.hard += np.bincount(top, minlength=self.k)
+        self.n_positions += len(top)
+        self.loglik += float(loglik.sum())
+
+    def add_chunk(self, cm: ChunkMemberships) -> None:
+        seq_len = cm.token_ids.shape[1]
+        if self.pos_hist.shape[1] < seq_len:
+            self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, seq_len - self.pos_hist.shape[1])))
+        L = self.pos_hist.shape[1]
+        self.stored += np.bincount(cm.cluster, minlength=self.k)
+        self.pos_hist += np.bincount(cm.cluster.astype(np.int64) * L + cm.pos, weights=cm.value,
+                                     minlength=self.k * L).reshape(self.k, L)
+        toks = cm.token_ids[cm.valid]
+        if len(toks) and toks.max() >= len(self.token_counts):
+            self.token_counts = np.pad(self.token_counts, (0, int(toks.max()) + 1 - len(self.token_counts)))
+        self.token_counts += np.bincount(toks, minlength=len(self.token_counts))
+        keys = cm.token_ids[cm.seq, cm.pos].astype(np.int64) * self.k + cm.cluster
+        uniq, inv = np.unique(keys, return_inverse=True)
+        self._buf_k.append(uniq)
+        self._buf_w.append(np.bincount(inv, weights=cm.value))
+        if sum(len(b) for b in self._buf_k) > 1_000_000:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf_k:
+            return
+        keys = np.concatenate([self.pair_keys, *self._buf_k])
+        weights = np.concatenate([self.pair_weights, *self._buf_w])
+        self.pair_keys, inv = np.unique(keys, return_inverse=True)
+        self.pair_weights = np.bincount(inv, weights=weights)
+        self._buf_k, self._buf_w = [], []
+
+    def state(self, prefix: str) -> dict[str, np.ndarray]:
+        self.flush()
+        return super().state(prefix)
+
+    def top_tokens(self, c: int, n: int) -> tuple[list[tuple[int, float]], list[tuple[int, float, float]]]:
+        """(most stored mass: [(token, mass)], most distinctive: [(token, lift, mass)]) for cluster c;
+        lift = share of the cluster's mass on the token / share of all positions holding it,
+        among tokens with at least 3 positions' worth of mass."""
+        self.flush()
+        mine = self.pair_keys % self.k == c
+        toks, w = self.pair_keys[mine] // self.k, self.pair_weights[mine]
+        if not len(w):
+            return [], []
+        freq = np.argsort(-w, kind="stable")[:n]
+        total = max(float(w.sum()), 1e-12)
+        lift = (w / total) / (self.token_counts[toks] / max(int(self.n_positions), 1))
+        lift = np.where(w >= 3, lift, 0.0)
+        dist = [i for i in np.argsort(-lift, kind="stable")[:n] if lift[i] > 0]
+        return ([(int(toks[i]), float(w[i])) for i in freq],
+                [(int(toks[i]), float(lift[i]), float(w[i])) for i in dist])
+
+
+class LdaStats(_Stateful):
+    """Sums for the intervention vectors: per-cluster membership-weighted sums of the confident
+    positions (exact, streamed) and a reservoir sample of them for the shared covariance."""
+
+    ARRAYS = ("wsum", "xsum", "res_key", "res_x", "res_c", "res_w")
+
+    def __init__(self, k: int, d: int, sample: int):
+        self.wsum = np.zeros(k)
+        self.xsum = np.zeros((k, d))
+        self.res_key = np.full(sample, np.inf)  # reservoir keeps the smallest keys
+        self.res_x = np.zeros((sample, d), dtype=np.float32)
+        self.res_c = np.full(sample, -1, dtype=np.int32)
+        self.res_w = np.zeros(sample, dtype=np.float32)
+
+    def add(self, x: np.ndarray, cluster: np.ndarray, weight: np.ndarray, key: np.ndarray) -> None:
+        """Confident positions: raw vectors x [n, d], top cluster, its membership, a uniform key."""
+        if not len(x):
+            return
+        k, n = len(self.wsum), len(x)
+        onehot = sparse.csr_matrix((weight.astype(np.float32), (cluster, np.arange(n))), shape=(k, n))
+        self.xsum += onehot @ x  # [k, d], one pass over x
+        self.wsum += np.bincount(cluster, weights=weight, minlength=len(self.wsum))
+        cand = np.flatnonzero(key < self.res_key.max())
+        if not len(cand):
+            return
+        keys = np.concatenate([self.res_key, key[cand]])
+        keep = np.sort(np.argpartition(keys, len(self.res_key) - 1)[:len(self.res_key)])
+        new = keep[keep >= len(self.res_key)]
+        slots = np.setdiff1d(np.arange(len(self.res_key)), keep[keep < len(self.res_key)])
+        src = cand[new - len(self.res_key)]
+        self.res_key[slots], self.res_x[slots] = key[src], x[src]
+        self.res_c[slots], self.res_w[slots] = cluster[src], weight[src]
+
+
+def ledoit_wolf_cov(x: np.ndarray, block: int = 4096) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of centred rows ``x`` (as sklearn's ``ledoit_wolf`` with
+    ``assume_centered=True``), in blocks of rows so only [d, d] float64 arrays are held:
+    S = x'x / n, mu = tr(S) / d, delta = |S - mu I|^2 / d, beta = (sum |x_i|^4 / n - |S|^2) / (n d),
+    shrinkage = min(beta, delta) / delta, Sigma = (1 - shrinkage) S + shrinkage mu I."""
+    n, d = x.shape
+    s = np.zeros((d, d))
+    fourth = 0.0
+    for lo in range(0, n, block):
+        b = np.asarray(x[lo:lo + block], dtype=np.float64)
+        s += b.T @ b
+        fourth += float((np.einsum("ij,ij->i", b, b) ** 2).sum())
+    s /= n
+    mu = np.trace(s) / d
+    s2 = float((s * s).sum())
+    delta = (s2 - 2 * mu * np.trace(s) + d * mu * mu) / d
+    beta = min((fourth / n - s2) / (n * d), delta)
+    shrink = 0.0 if delta <= 0 else beta / delta
+    s *= 1 - shrink
+    s[np.diag_indices(d)] += shrink * mu
+    return s, float(shrink)
+
+
+def intervention_vectors(lda: LdaStats, centres: np.ndarray, min_positives: int = 2) -> dict[str, np.ndarray]:
+    """Weighted LDA direction per cluster, cluster vs the rest.
+
+    Positives of c: positions whose top cluster is c with membership >= lda_min_membership;
+    negatives: the other clusters' such positions; weights: those memberships. mu+ and mu- are
+    their weighted means (exact, streamed). Two-class LDA is w = S_c^-1 (mu+ - mu-) with S_c the
+    pooled covariance of the two classes, and S_c = T - p(1 - p) (mu+ - mu-)(mu+ - mu-)^T where T is
+    the covariance of all confident positions and p the positives' weight share, so by
+    Sherman-Morrison w ∝ T^-1 (mu+ - mu-): one Ledoit-Wolf-shrunk T (from the reservoir sample)
+    serves every cluster. w is normalised and signed so moving along it goes from the others
+    towards the cluster. Recorded: separation d' of the sampled positives and negatives projected on
+    w (difference of weighted means / root mean of their variances), the positives'
+    mean squared distance to mu+ (within_variance), cosines between clusters' vectors
+    (cross_correlation) and to the centre. Clusters with fewer than ``min_positives`` sampled
+    positives get a zero vector and NaN statistics."""
+    k, d = lda.xsum.shape
+    have = lda.res_c >= 0
+    xs, cs, ws = lda.res_x[have], lda.res_c[have], lda.res_w[have].astype(np.float64)
+    n_pos = np.bincount(cs, minlength=k)
+    out = {"intervention_vectors": np.zeros((k, d), dtype=np.float32), "separation": np.full(k, np.nan),
+           "within_variance": np.full(k, np.nan), "n_positives": n_pos, "shrinkage": np.array(np.nan),
+           "cross_correlation": np.full((k, k), np.nan), "cos_to_centre": np.full(k, np.nan)}
+    ok = (n_pos >= min_positives) & (lda.wsum > 0)
+    if ok.sum() < 2:
+        return out
+    wtot = lda.wsum.sum()
+    mu_pos = lda.xsum / np.maximum(lda.wsum, 1e-300)[:, None]
+    total = lda.xsum.sum(axis=0)
+    mu_neg = (total[None, :] - lda.xsum) / np.maximum(wtot - lda.wsum, 1e-300)[:, None]
+    scale = np.sqrt(ws / ws.mean()).astype(np.float32)[:, None]
+    cov, shrink = ledoit_wolf_cov((xs - (total / wtot).astype(np.float32)) * scale)
+    diff = mu_pos[ok] - mu_neg[ok]
+    w = np.linalg.solve(cov, diff.T).T
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    out["intervention_vectors"][ok] = w
+    proj = xs @ w.T.astype(np.float32)  # [n sampled, clusters with a vector]
+    for col, c in enumerate(np.flatnonzero(ok)):
+        pos = cs == c
+        mp, mn = (np.average(proj[m, col], weights=ws[m]) for m in (pos, ~pos))
+        vp, vn = (np.average((proj[m, col] - mu) ** 2, weights=ws[m]) for m, mu in ((pos, mp), (~pos, mn)))
+        out["separation"][c] = (mp - mn) / np.sqrt(max((vp + vn) / 2, 1e-300))
+    resid = xs - mu_pos[cs].astype(np.float32)
+    sq = np.einsum("ij,ij->i", resid, resid).astype(np.float64)
+    out["within_variance"][ok] = (np.bincount(cs, weights=ws * sq, minlength=k) /
+                                  np.maximum(np.bincount(cs, weights=ws, minlength=k), 1e-300))[ok]
+    out["shrinkage"] = np.array(shrink)
+    corr = np.full((k, k), np.nan)
+    corr[np.ix_(ok, ok)] = w @ w.T
+    out["cross_correlation"] = corr
+    out["cos_to_centre"][ok] = np.einsum("ij,ij->i", w, centres[ok].astype(np.float64))
+    return out

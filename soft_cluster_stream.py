@@ -1,0 +1,289 @@
+"""The two streaming passes of the soft clustering, in fixed memory, with checkpoints.
+
+Phase 1 (:func:`fit_centres`) learns the centres online: each chunk contributes one stepwise-EM
+update computed on up to ``max_points`` sampled positions. Phase 2 (:func:`assign_all`) streams
+every position once, writes each chunk's sparse memberships and feeds the per-cluster statistics.
+
+Memory: a chunk's activations are read ``rows`` positions at a time, where ``rows`` is what the
+budget leaves after the process's own footprint (measured at start) and the fixed-size state.
+Randomness is drawn from generators seeded by (seed, purpose, epoch, chunk), never from a shared
+stream, so a run resumed from a checkpoint makes exactly the choices of an uninterrupted one and
+the results do not depend on the block size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from activations import ActivationChunk, ChunkSource
+from cache import atomic_writer
+from config import SoftClusterConfig, semantic_dict
+from errors import InputError
+from soft_cluster_stats import ChunkMemberships, Exemplars, LdaStats, UsageStats
+from vmf import StepwiseEM, estep_sums, init_centres, normalize_rows, sample_positions, sparse_memberships
+
+GB = 1024 ** 3
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class MemoryPlan:
+    """Rows (token positions) per block so that baseline + state + chunk + block stays in budget."""
+
+    budget: int
+    baseline: int
+    k: int
+    headroom: float = 0.85  # allocator slack, temporaries not modelled
+
+    def rows(self, chunk: ActivationChunk, state_bytes: int) -> int:
+        d, per_seq_pos = chunk.dim, chunk.n_seq * chunk.seq_len
+        resident = getattr(chunk, "activations", None)
+        chunk_bytes = per_seq_pos * (40 + 16 * 4) + (resident.nbytes if resident is not None else 0)
+        per_row = d * (2 * chunk.dtype.itemsize + 16) + 6 * self.k + 128
+        free = self.headroom * self.budget - self.baseline - state_bytes - chunk_bytes
+        if free < per_row * chunk.seq_len:
+            need = (self.baseline + state_bytes + chunk_bytes + per_row * chunk.seq_len) / self.headroom
+            raise InputError(f"soft_cluster.memory_budget_gb={self.budget / GB:.2f} is too small for {chunk.name}: "
+                             f"process {self.baseline / GB:.2f} GB + state {state_bytes / GB:.2f} GB + one "
+                             f"sequence needs about {need / GB:.2f} GB; raise it or lower n_clusters/lda_sample")
+        return int(free // per_row)
+
+
+def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:
+    valid = chunk.attention_mask.copy()
+    if len(ignore_ids):
+        valid &= ~np.isin(chunk.token_ids, ignore_ids)
+    if not valid.any():
+        raise InputError(f"{chunk.name}: empty chunk (no position left once padding and special tokens are dropped)")
+    return valid
+
+
+def iter_rows(chunk: ActivationChunk, flat: np.ndarray, rows: int):
+    """Yield (flat indices, float32 raw vectors) of the selected positions ``flat`` (sorted), block by block."""
+    seqs = max(1, rows // chunk.seq_len)
+    span = chunk.seq_len
+    for lo, block in chunk.blocks(seqs):
+        a, b = np.searchsorted(flat, [lo * span, (lo + len(block)) * span])
+        if a == b:
+            continue
+        sel = flat[a:b]
+        yield sel, block.reshape(-1, chunk.dim)[sel - lo * span].astype(np.float32)
+
+
+def _check_dim(chunk: ActivationChunk, dim: int | None, first: Callable[[], str]) -> None:
+    if dim is not None and chunk.dim != dim:
+        raise InputError(f"{chunk.name}: activations have d={chunk.dim} but {first()} has d={dim}; "
+                         f"every chunk of a run must come from the same model and layer")
+
+
+class Checkpoint:
+    """One NPZ holding the whole state of a run, written atomically; tied to the params and data."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = path, fingerprint
+
+    def save(self, state: dict[str, np.ndarray]) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, fingerprint=np.array(self.fingerprint), **state)
+        atomic_writer(self.path, write)
+
+    def load(self) -> dict[str, np.ndarray] | None:
+        if not self.path.is_file():
+            return None
+        with np.load(self.path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+        if str(state.pop("fingerprint")) != self.fingerprint:
+            raise InputError(f"{self.path}: checkpoint of a run with other settings or data; delete it "
+                             f"(or run with --fresh) to start over")
+        return state
+
+
+def fingerprint(cfg: SoftClusterConfig, n_chunks: int, ignore_ids: np.ndarray) -> str:
+    payload = {"cfg": semantic_dict(cfg), "n_chunks": n_chunks, "ignore": sorted(map(int, ignore_ids))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Phase1Result:
+    centres: np.ndarray
+    history: np.ndarray  # [steps, 8]: epoch, chunk, step, eta, max shift, mean shift, loglik/point, points
+    epoch_shift: list[float] = field(default_factory=list)  # max 1 - cos(start, end) per epoch
+    converged: bool = False
+
+
+HISTORY_COLUMNS = ("epoch", "chunk", "step", "eta", "max_shift", "mean_shift", "loglik", "points")
+
+
+def _init_sample(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray, plan: MemoryPlan, log):
+    parts, have, dim, first = [], 0, None, None
+    for i in range(len(source)):
+        chunk = source.open(i)
+        _check_dim(chunk, dim, lambda: first)
+        dim, first = chunk.dim, first or chunk.name
+        take = min(cfg.max_points, cfg.init_sample - have)
+        flat = sample_positions(valid_positions(chunk, ignore), take, np.random.default_rng([cfg.seed, 0, i]))
+        state = cfg.init_sample * chunk.dim * 8
+        parts += [x for _, x in iter_rows(chunk, flat, plan.rows(chunk, state))]
+        have += len(flat)
+        if have >= cfg.init_sample:
+            break
+    x = normalize_rows(np.concatenate(parts))
+    log(f"phase 1: {cfg.init} init of {cfg.n_clusters} centres on {len(x)} positions (d={x.shape[1]})")
+    return init_centres(x, cfg.n_clusters, cfg.init, np.random.default_rng([cfg.seed, 0])), first
+
+
+def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray, plan: MemoryPlan,
+                ckpt: Checkpoint | None, state: dict | None, log: Callable[[str], None]) -> Phase1Result:
+    """Phase 1: online vMF-mixture centres, one stepwise-EM update per chunk, up to n_epochs passes."""
+    inv_t = 1.0 / cfg.temperature
+    if state is not None and int(state["phase"]) == 1:
+        em = StepwiseEM(state["centres"], state["s"], state["n"], int(state["t"]))
+        epoch0, chunk0 = int(state["epoch"]), int(state["next_chunk"])
+        start, history = state["epoch_start"], [tuple(r) for r in state["history"]]
+        epoch_shift = [float(v) for v in state["epoch_shift"]]
+        log(f"phase 1: resuming at epoch {epoch0}, chunk {chunk0} (step {em.t})")
+    else:
+        centres, _ = _init_sample(source, cfg, ignore, plan, log)
+        em, epoch0, chunk0, start, history, epoch_shift = StepwiseEM.start(centres), 0, 0, centres.copy(), [], []
+    k, d = em.centres.shape
+    state_bytes = k * d * 24
+
+    def save(epoch: int, next_chunk: int) -> None:
+        if ckpt is not None:
+            ckpt.save({"phase": np.array(1), "centres": em.centres, "s": em.s, "n": em.n, "t": np.array(em.t),
+                       "epoch": np.array(epoch), "next_chunk": np.array(next_chunk), "epoch_start": start,
+                       "history": np.array(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS)),
+                       "epoch_shift": np.array(epoch_shift)})
+
+    converged = False
+    for epoch in range(epoch0, cfg.n_epochs):
+        for i in range(chunk0 if epoch == epoch0 else 0, len(source)):
+            chunk = source.open(i)
+            _check_dim(chunk, d, lambda: source.open(0).name)
+            flat = sample_positions(valid_positions(chunk, ignore), cfg.max_points,
+                                    np.random.default_rng([cfg.seed, 1, epoch, i]))
+            r, rx, ll = np.zeros(k), np.zeros((k, d)), 0.0
+            for _, x in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
+                br, brx, bll = estep_sums(normalize_rows(x), em.centres, inv_t)
+                r, rx, ll = r + br, rx + brx, ll + bll
+            eta, shift = em.update(r / len(flat), rx / len(flat), cfg.step_decay)
+            history.append((epoch, i, em.t, eta, float(shift.max()), float(shift.mean()), ll / len(flat), len(flat)))
+            if (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
+                save(epoch, i + 1)
+        moved = 1.0 - np.einsum("ij,ij->i", start.astype(np.float64), em.centres.astype(np.float64))
+        epoch_shift.append(float(moved.max()))
+        repaired = em.repair(np.random.default_rng([cfg.seed, 4, epoch])) if epoch + 1 < cfg.n_epochs else 0
+        start = em.centres.copy()
+        log(f"phase 1: epoch {epoch + 1}/{cfg.n_epochs}  max centre shift {epoch_shift[-1]:.2e}  "
+            f"loglik/point {history[-1][6]:.4f}" + (f"  {repaired} redundant centres re-seeded" if repaired else ""))
+        save(epoch + 1, 0)
+        if epoch_shift[-1] < cfg.tol and not repaired:
+            converged = True
+            break
+    return Phase1Result(em.centres, np.array(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS)),
+                        epoch_shift, converged)
+
+
+@dataclass
+class Phase2Stats:
+    usage: UsageStats
+    top: Exemplars
+    random: Exemplars
+    lda: LdaStats
+
+    @classmethod
+    def empty(cls, cfg: SoftClusterConfig, d: int) -> "Phase2Stats":
+        k = cfg.n_clusters
+        return cls(UsageStats(k), Exemplars(k, cfg.n_exemplars, cfg.context_window, cfg.top_m),
+                   Exemplars(k, cfg.n_random_exemplars, cfg.context_window, cfg.top_m),
+                   LdaStats(k, d, cfg.lda_sample))
+
+    def parts(self):
+        return (("usage.", self.usage), ("top.", self.top), ("random.", self.random), ("lda.", self.lda))
+
+    def nbytes(self) -> int:
+        return sum(int(v.nbytes) for p, a in self.parts() for v in a.state(p).values())
+
+
+def write_memberships(path: Path, cm: ChunkMemberships, chunk: ActivationChunk, k: int, cfg: SoftClusterConfig) -> None:
+    meta = {"source": chunk.name, "n_seq": chunk.n_seq, "seq_len": chunk.seq_len, "n_clusters": k,
+            "threshold": cfg.threshold, "top_m": cfg.top_m}
+    arrays = {"indices": np.stack([cm.seq, cm.pos, cm.cluster], axis=1).astype(np.int32),
+              "values": cm.value, "tokens": cm.token_ids, "valid": cm.valid.astype(np.uint8),
+              "meta": np.array(json.dumps(meta))}
+    if chunk.sequence_ids is not None:
+        arrays["sequence_ids"] = np.asarray(chunk.sequence_ids, dtype=str)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_writer(path, write)
+
+
+def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig, ignore: np.ndarray,
+               plan: MemoryPlan, out_dir: Path | None, ckpt: Checkpoint | None, state: dict | None,
+               log: Callable[[str], None], save_extra: dict | None = None) -> Phase2Stats:
+    """Phase 2: every position's memberships; sparse files (if ``out_dir``) and per-cluster statistics."""
+    k, d = centres.shape
+    inv_t = 1.0 / cfg.temperature
+    stats = Phase2Stats.empty(cfg, d)
+    chunk0 = 0
+    if state is not None and int(state["phase"]) == 2:
+        for prefix, acc in stats.parts():
+            acc.load_state(state, prefix)
+        chunk0 = int(state["next_chunk"])
+        log(f"phase 2: resuming at chunk {chunk0}")
+    state_bytes = stats.nbytes() + k * d * 12 + 32 * 2 ** 20  # + token pairs buffer and its merge
+    for i in range(chunk0, len(source)):
+        chunk = source.open(i)
+        _check_dim(chunk, d, lambda: source.open(0).name)
+        valid = valid_positions(chunk, ignore)
+        flat = np.flatnonzero(valid.ravel())
+        key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
+        key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
+        rows, cls, vals, tops, topv = [], [], [], [], []
+        at = 0
+        for sel, x in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
+            norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+            sb = sparse_memberships(x / np.where(norms > 0, norms, 1)[:, None], centres, inv_t,
+                                    cfg.threshold, cfg.top_m)
+            stats.usage.add_block(sb.r_sum, sb.top, sb.loglik)
+            rows.append(sel[sb.rows]), cls.append(sb.clusters), vals.append(sb.values)
+            tops.append(sb.top), topv.append(sb.top_value)
+            conf = np.flatnonzero(sb.top_value >= cfg.lda_min_membership)
+            stats.lda.add(x[conf], sb.top[conf], sb.top_value[conf], key_lda[at + conf])
+            at += len(sel)
+        flat_nz = np.concatenate(rows)
+        L = chunk.seq_len
+        cm = ChunkMemberships(i, (flat_nz // L).astype(np.int32), (flat_nz % L).astype(np.int32),
+                              np.concatenate(cls), np.concatenate(vals), chunk.token_ids, valid)
+        if out_dir is not None:
+            write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
+        stats.usage.add_chunk(cm)
+        stats.top.offer(cm, cm.cluster, cm.value.astype(np.float64), cm.seq, cm.pos, cm.value)
+        top, top_v = np.concatenate(tops), np.concatenate(topv)
+        stats.random.offer(cm, top, key_rand, (flat // L).astype(np.int32), (flat % L).astype(np.int32), top_v)
+        if ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
+            st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
+            for prefix, acc in stats.parts():
+                st.update(acc.state(prefix))
+            ckpt.save(st)
+    stats.usage.flush()
+    return stats

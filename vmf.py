@@ -1,0 +1,193 @@
+"""Array kernels of the streaming von Mises-Fisher mixture: memberships, updates, initialisation.
+
+The model: unit-normalised token activations x, k unit centres mu_j with one shared concentration
+kappa = 1 / temperature and equal weights, so the posterior membership of x in cluster j is
+
+    r_j(x) = softmax_j(cos(x, mu_j) / temperature)
+
+and the M-step sets mu_j ∝ sum_x r_j(x) x. Everything here works on one in-memory block; the
+streaming over chunk files, checkpoints and memory budget live in ``soft_cluster_stream.py``.
+The two matrix products (x @ mu.T for the memberships, r.T @ x for the update) carry the cost;
+the rest is a few vectorised passes over a [rows, k] array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from errors import InputError
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """float32 copy of ``x`` with unit rows (zero rows stay zero)."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    x /= np.where(norms > 0, norms, 1.0)[:, None]
+    return x
+
+
+def kmeanspp_sphere(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy spherical k-means++ (as scikit-learn's): at each step draw 2 + log k candidates with
+    probability ∝ 1 - max cos to the centres chosen so far (= squared chord distance / 2) and keep
+    the one that lowers the total the most. ``x`` has unit rows; returns [k, d] unit centres."""
+    n = len(x)
+    trials = 2 + int(np.log(k))
+    centres = np.empty((k, x.shape[1]), dtype=np.float32)
+    i = int(rng.integers(n))
+    centres[0] = x[i]
+    best = x @ x[i]
+    for j in range(1, k):
+        dist = np.clip(1.0 - best, 0.0, None).astype(np.float64)
+        total = dist.sum()
+        cand = rng.choice(n, size=trials, p=dist / total) if total > 0 else rng.integers(n, size=trials)
+        sims = np.maximum(best[:, None], x @ x[cand].T)  # [n, trials]
+        pick = int(np.argmin(np.clip(1.0 - sims, 0.0, None).sum(axis=0)))
+        centres[j] = x[cand[pick]]
+        best = sims[:, pick].copy()
+    return centres
+
+
+def random_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct sample points (unit rows) as the initial centres."""
+    return x[np.sort(rng.choice(len(x), size=k, replace=False))].copy()
+
+
+def init_centres(x: np.ndarray, k: int, method: str, rng: np.random.Generator) -> np.ndarray:
+    if len(x) < k:
+        raise InputError(f"only {len(x)} usable positions to initialise {k} clusters; "
+                         f"lower soft_cluster.n_clusters or give more data")
+    return kmeanspp_sphere(x, k, rng) if method == "kmeans++" else random_init(x, k, rng)
+
+
+def exp_scores(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unnormalised memberships of unit rows ``x``.
+
+    Returns (E, Z, top, loglik): E[i, j] = exp((cos_ij - max_j cos_ij) / T) (so E[i, top_i] = 1),
+    Z = E.sum(1) (membership r = E / Z), the top cluster per row, and per row
+    log(mean_j exp(cos_ij / T)), the mixture log-likelihood up to the shared vMF normaliser."""
+    e = x @ centres.T
+    top = e.argmax(axis=1)
+    smax = np.take_along_axis(e, top[:, None], axis=1)[:, 0]
+    e -= smax[:, None]
+    e *= np.float32(inv_t)
+    np.exp(e, out=e)
+    z = e.sum(axis=1, dtype=np.float64)
+    loglik = np.log(z) + smax.astype(np.float64) * inv_t - np.log(centres.shape[0])
+    return e, z, top, loglik
+
+
+def estep_sums(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Phase-1 sufficient statistics of a block: (sum_i r_i [k], sum_i r_i x_i^T [k, d], sum loglik)."""
+    e, z, _, loglik = exp_scores(x, centres, inv_t)
+    e /= z[:, None].astype(np.float32)
+    return e.sum(axis=0, dtype=np.float64), (e.T @ x).astype(np.float64), float(loglik.sum())
+
+
+@dataclass
+class StepwiseEM:
+    """Running sufficient statistics of the online (stepwise) EM of Cappé & Moulines / Liang & Klein.
+
+    After a chunk's sample with mean statistics (r̄ [k], r̄x [k, d]): s <- (1 - eta) s + eta r̄x,
+    n <- (1 - eta) n + eta r̄, mu = s / |s|, with eta_t = (t + 2) ** -decay. Directions only depend on
+    s, so starting from s = 0 the first update is a full EM step on the first sample."""
+
+    centres: np.ndarray  # [k, d] float32, unit rows
+    s: np.ndarray  # [k, d] float64
+    n: np.ndarray  # [k] float64: running share of memberships per cluster
+    t: int = 0
+
+    @classmethod
+    def start(cls, centres: np.ndarray) -> "StepwiseEM":
+        k, d = centres.shape
+        return cls(centres.astype(np.float32), np.zeros((k, d)), np.zeros(k), 0)
+
+    def update(self, r_mean: np.ndarray, rx_mean: np.ndarray, decay: float) -> tuple[float, np.ndarray]:
+        """Apply one step; returns (eta, per-centre shift 1 - cos(old, new))."""
+        eta = (self.t + 2.0) ** -decay
+        self.s = (1 - eta) * self.s + eta * rx_mean
+        self.n = (1 - eta) * self.n + eta * r_mean
+        self.t += 1
+        norms = np.linalg.norm(self.s, axis=1)
+        new = self.centres.copy()
+        alive = norms > 1e-12  # a centre no point has reached yet keeps its place
+        new[alive] = (self.s[alive] / norms[alive, None]).astype(np.float32)
+        shift = 1.0 - np.einsum("ij,ij->i", new.astype(np.float64), self.centres.astype(np.float64))
+        self.centres = new
+        return eta, shift
+
+    def repair(self, rng: np.random.Generator, dup_cos: float = 0.99, dead_share: float = 0.01) -> int:
+        """Move redundant centres where they are needed; returns how many moved.
+
+        A centre is redundant when it sits on another (cos > ``dup_cos``; the less used of the two
+        moves) or is nearly unused (running share < ``dead_share`` / k). Each is replaced by splitting
+        the most used cluster in two along a random direction (both halves keep half its statistics),
+        so EM can separate two true clusters that one centre had been covering."""
+        k = len(self.n)
+        cos = self.centres.astype(np.float64) @ self.centres.T.astype(np.float64)
+        np.fill_diagonal(cos, -1.0)
+        redundant: list[int] = []
+        for i, j in zip(*np.nonzero(np.triu(cos > dup_cos))):
+            loser = int(i if self.n[i] < self.n[j] else j)
+            if loser not in redundant:
+                redundant.append(loser)
+        redundant += [int(j) for j in np.flatnonzero(self.n * k < dead_share) if j not in redundant]
+        for j in redundant:
+            n = self.n.copy()
+            n[redundant] = -1.0
+            b = int(np.argmax(n))
+            mu = self.centres[b].astype(np.float64)
+            r = rng.standard_normal(len(mu))
+            r -= (r @ mu) * mu
+            r /= np.linalg.norm(r)
+            size = np.linalg.norm(self.s[b]) / 2
+            for idx, sign in ((b, 1.0), (j, -1.0)):
+                v = mu + sign * 0.1 * r
+                v /= np.linalg.norm(v)
+                self.centres[idx], self.s[idx] = v.astype(np.float32), size * v
+            self.n[b] = self.n[j] = self.n[b] / 2
+        return len(redundant)
+
+
+@dataclass
+class SparseBlock:
+    """Memberships of one block: stored entries (row, cluster, value) and dense per-row facts."""
+
+    rows: np.ndarray  # int64 [nnz], sorted with clusters
+    clusters: np.ndarray  # int32 [nnz]
+    values: np.ndarray  # float32 [nnz]
+    top: np.ndarray  # int32 [B] argmax cluster
+    top_value: np.ndarray  # float32 [B] its membership
+    r_sum: np.ndarray  # float64 [k] sum of (dense) memberships
+    loglik: np.ndarray  # float64 [B]
+
+
+def sparse_memberships(x: np.ndarray, centres: np.ndarray, inv_t: float, threshold: float,
+                       top_m: int) -> SparseBlock:
+    """Memberships of unit rows ``x``, keeping per row the ``top_m`` largest that are >= threshold.
+
+    No [B, k] sort: an entry can only pass when E >= threshold * Z, which few do; ranks are taken
+    among those candidates only."""
+    e, z, top, loglik = exp_scores(x, centres, inv_t)
+    inv_z = (1.0 / z)
+    r_sum = inv_z.astype(np.float32) @ e
+    rows, cols = np.nonzero(e >= (threshold * z).astype(np.float32)[:, None])
+    vals = e[rows, cols] * inv_z[rows].astype(np.float32)
+    if len(rows) and top_m < centres.shape[0]:
+        counts = np.bincount(rows, minlength=len(x))
+        if counts.max() > top_m:
+            order = np.lexsort((-vals, rows))
+            rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows[order]]
+            keep = np.sort(order[rank < top_m])  # back to (row, cluster) order
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    return SparseBlock(rows.astype(np.int64), cols.astype(np.int32), vals.astype(np.float32),
+                       top.astype(np.int32), inv_z.astype(np.float32), r_sum.astype(np.float64), loglik)
+
+
+def sample_positions(valid: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``max_points`` flat indices of True cells of ``valid``, without replacement, sorted."""
+    flat = np.flatnonzero(valid.ravel())
+    if len(flat) > max_points:
+        flat = np.sort(rng.choice(flat, size=max_points, replace=False))
+    return flat
