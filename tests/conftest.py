@@ -59,3 +59,18 @@ def small_default_cfg(tmp_path) -> ExperimentConfig:
         clustering=ClusteringConfig(max_depth=2, umap_n_components=10, min_cluster_floor=8, floor_base=16,
                                     silhouette_threshold=0.5),
     )
+
+
+@pytest.fixture(scope="session")
+def built_default(tmp_path_factory) -> ExperimentConfig:
+    """``small_default_cfg`` chunked, embedded and clustered once per session, for tests that only
+    read its tree (annotation, rollouts, exploration). Do not modify its cache."""
+    import io
+
+    from rich.console import Console
+
+    import cluster_corpus
+
+    cfg = small_default_cfg.__wrapped__(tmp_path_factory.mktemp("built-default"))
+    cluster_corpus.run_clustering(cfg, Console(file=io.StringIO()))
+    return cfg
