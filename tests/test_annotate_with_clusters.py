@@ -153,16 +153,13 @@ def write_config(path: Path, cfg) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(built_default, tmp_path_factory):
     """The small default pipeline, a config file for it, and a results file whose questions are
     corpus chunks (so their place in the tree is known), two graded models and ungraded rows."""
     import chunking
-    import cluster_corpus
-    from conftest import small_default_cfg
 
     base = tmp_path_factory.mktemp("annotate")
-    cfg = small_default_cfg.__wrapped__(base)
-    cluster_corpus.run_clustering(cfg, Console(file=io.StringIO()))
+    cfg = built_default
     chunks = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "text"]).to_pylist()
     rng = np.random.default_rng(0)
     picks = rng.choice(len(chunks), 60, replace=False)

@@ -1,0 +1,81 @@
+"""GSM8K grading and loading."""
+
+import json
+
+import pytest
+
+from errors import InputError
+from evals import GSM8KSample, extract_answer, load_gsm8k, same_number
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", "18"),      # GSM8K reference format
+    ("16 - 3 = <<16-3=13>>13 eggs\nA: 26", "26"),                        # published model solutions
+    ("The answer is $1,000.00 dollars.", "1000"),                         # currency, commas, decimals, units
+    ("Total = 2 + 1 = 3. Therefore the robe takes \\(\\boxed{3}\\) bolts.", "3"),
+    ("So he pays \\boxed{\\frac{3}{4}} of it", "0.75"),
+    ("x = 3/4", "0.75"),
+    ("The temperature drops to -5 degrees.", "-5"),
+    ("16-3", "3"),                                                        # a minus between operands is not a sign
+    ("Final answer: 12.50", "12.5"),
+    ("#### 1,234,567", "1234567"),
+    ("The share is 50%.", "50"),
+    ("answer: 7 apples\nthen 9 more were eaten", "7"),                    # the closing phrase beats the last number
+    ("first 12, then 15, so 27 in all", "27"),                            # else the last number
+    ("I cannot solve this.", None),
+    ("", None),
+])
+def test_extract_answer(completion, expected):
+    assert extract_answer(completion) == expected
+
+
+def test_numbers_compare_by_value():
+    assert same_number("18", "18.00") and same_number("0.75", "3/4") and same_number("-5", "-5.0")
+    assert not same_number("18", "19") and not same_number(None, "1") and not same_number("1e", "1")
+
+
+def test_gsm8k_sample_grades_its_reference():
+    s = GSM8KSample("gsm8k-test-0", "How many?", "2 + 1 = <<2+1=3>>3\n#### 3")
+    assert s.reference == "3"
+    assert s.grade("so the answer is 3.") == (True, "3")
+    assert s.grade("#### 4") == (False, "4")
+    assert s.grade("no idea") == (False, None)
+
+
+def test_load_gsm8k_from_file_and_folder(tmp_path):
+    rows = [{"question": f"q{i}", "answer": f"work\n#### {i}"} for i in range(5)]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from_file = load_gsm8k(tmp_path / "test.jsonl", limit=3)
+    assert [s.id for s in from_file] == ["gsm8k-test-0", "gsm8k-test-1", "gsm8k-test-2"]
+    assert [s.reference for s in load_gsm8k(tmp_path, "test")] == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "does not exist"),
+    ('{"question": "q"}\n', "needs string fields 'question' and 'answer'"),
+    ('{"question": "q", "answer": "no number here"}\n', "has no final number"),
+    ("not json\n", "test.jsonl:1: not valid JSON"),
+])
+def test_bad_gsm8k_files(tmp_path, content, needle):
+    if content is not None:
+        (tmp_path / "test.jsonl").write_text(content)
+    with pytest.raises(InputError, match=needle):
+        load_gsm8k(tmp_path / "test.jsonl")
+
+
+def test_hub_unreachable_says_where_to_get_gsm8k(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    with pytest.raises(InputError, match="grade-school-math.*rollout.data_path"):
+        load_gsm8k(None)
+
+
+def test_shared_gsm8k_test_split_parses():
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+    if not (p / "test.jsonl").is_file():
+        pytest.skip("../shared/data/gsm8k is not beside this checkout")
+    samples = load_gsm8k(p, "test")
+    assert len(samples) == 1319
+    assert all(s.grade(s.answer)[0] for s in samples)  # every reference solution grades as correct
