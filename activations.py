@@ -42,7 +42,8 @@ class ActivationChunk(Protocol):
     sequence_ids: np.ndarray | None  # str [n_seq]
 
     def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(lo, activations[lo:lo + rows])`` in order, each ``[<=rows, seq_len, d]``."""
+        """Yield ``(lo, activations[lo:lo + rows])`` in order, each ``[<=rows, seq_len, d]``
+        (unchecked: readers check the positions they use with :func:`check_finite`)."""
         ...
 
 
@@ -77,13 +78,15 @@ def _validate(name: str, shape: tuple, dtype: np.dtype, mask: np.ndarray, tokens
     return mask, tokens.astype(np.int32, copy=False)
 
 
-def check_finite(name: str, lo: int, block: np.ndarray, mask: np.ndarray) -> None:
-    """Raise if an unmasked position of ``block`` (sequences ``lo..``) holds NaN/inf."""
-    bad = ~np.isfinite(block).all(axis=2) & mask[lo:lo + len(block)]
+def check_finite(name: str, flat: np.ndarray, sq_norms: np.ndarray, seq_len: int) -> None:
+    """Raise if a read position (flat index ``seq * seq_len + pos``) holds NaN/inf, seen in its
+    squared norm (NaN and inf propagate into it; the readers compute it anyway, so this is free).
+    Only positions that are read are checked: padding may hold anything."""
+    bad = ~np.isfinite(sq_norms)
     if bad.any():
-        s, p = np.argwhere(bad)[0]
+        first = int(flat[np.argmax(bad)])
         raise InputError(f"{name}: activations contain NaN/inf at {int(bad.sum())} unmasked positions "
-                         f"(first: sequence {lo + int(s)}, position {int(p)}); fix or drop this file")
+                         f"(first: sequence {first // seq_len}, position {first % seq_len}); fix or drop this file")
 
 
 def _read_header(f) -> tuple[tuple, bool, np.dtype]:
@@ -131,9 +134,7 @@ class NpzChunk:
                 buf = f.read(n * per_seq)
                 if len(buf) != n * per_seq:
                     raise InputError(f"{self.name}: activations end early (truncated file?)")
-                block = np.frombuffer(buf, dtype=self.dtype).reshape(n, self.seq_len, self.dim)
-                check_finite(self.name, lo, block, self.attention_mask)
-                yield lo, block
+                yield lo, np.frombuffer(buf, dtype=self.dtype).reshape(n, self.seq_len, self.dim)
 
 
 class ArrayChunk:
@@ -152,9 +153,7 @@ class ArrayChunk:
 
     def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         for lo in range(0, self.n_seq, rows):
-            block = self.activations[lo:lo + rows]
-            check_finite(self.name, lo, block, self.attention_mask)
-            yield lo, block
+            yield lo, self.activations[lo:lo + rows]
 
 
 class FileSource:

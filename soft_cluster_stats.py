@@ -226,14 +226,17 @@ class LdaStats(_Stateful):
         self.res_c = np.full(sample, -1, dtype=np.int32)
         self.res_w = np.zeros(sample, dtype=np.float32)
 
-    def add(self, x: np.ndarray, cluster: np.ndarray, weight: np.ndarray, key: np.ndarray) -> None:
-        """Confident positions: raw vectors x [n, d], top cluster, its membership, a uniform key."""
-        if not len(x):
+    def add(self, unit: np.ndarray, norms: np.ndarray, rows: np.ndarray, cluster: np.ndarray, weight: np.ndarray,
+            key: np.ndarray) -> None:
+        """Confident positions ``rows`` of a block given as unit vectors and norms (raw = unit * norm,
+        never materialised for the whole block): top cluster, its membership, a uniform key."""
+        if not len(rows):
             return
-        k, n = len(self.wsum), len(x)
-        onehot = sparse.csr_matrix((weight.astype(np.float32), (cluster, np.arange(n))), shape=(k, n))
-        self.xsum += onehot @ x  # [k, d], one pass over x
-        self.wsum += np.bincount(cluster, weights=weight, minlength=len(self.wsum))
+        k = len(self.wsum)
+        onehot = sparse.csr_matrix(((weight * norms[rows]).astype(np.float32), (cluster, rows)),
+                                   shape=(k, len(unit)))
+        self.xsum += onehot @ unit  # [k, d], one pass over the block
+        self.wsum += np.bincount(cluster, weights=weight, minlength=k)
         cand = np.flatnonzero(key < self.res_key.max())
         if not len(cand):
             return
@@ -242,7 +245,7 @@ class LdaStats(_Stateful):
         new = keep[keep >= len(self.res_key)]
         slots = np.setdiff1d(np.arange(len(self.res_key)), keep[keep < len(self.res_key)])
         src = cand[new - len(self.res_key)]
-        self.res_key[slots], self.res_x[slots] = key[src], x[src]
+        self.res_key[slots], self.res_x[slots] = key[src], unit[rows[src]] * norms[rows[src], None]
         self.res_c[slots], self.res_w[slots] = cluster[src], weight[src]
 
 

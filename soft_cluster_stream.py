@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from activations import ActivationChunk, ChunkSource
+from activations import ActivationChunk, ChunkSource, check_finite
 from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
@@ -75,7 +75,8 @@ def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarra
 
 
 def iter_rows(chunk: ActivationChunk, flat: np.ndarray, rows: int):
-    """Yield (flat indices, float32 raw vectors) of the selected positions ``flat`` (sorted), block by block."""
+    """Yield (flat indices, float32 raw vectors, their norms) of the selected positions ``flat``
+    (sorted), block by block; NaN/inf in a selected position is an error naming the file."""
     seqs = max(1, rows // chunk.seq_len)
     span = chunk.seq_len
     for lo, block in chunk.blocks(seqs):
@@ -83,7 +84,10 @@ def iter_rows(chunk: ActivationChunk, flat: np.ndarray, rows: int):
         if a == b:
             continue
         sel = flat[a:b]
-        yield sel, block.reshape(-1, chunk.dim)[sel - lo * span].astype(np.float32)
+        x = block.reshape(-1, chunk.dim)[sel - lo * span].astype(np.float32, copy=False)
+        sq = np.einsum("ij,ij->i", x, x)
+        check_finite(chunk.name, sel, sq, span)
+        yield sel, x, np.sqrt(sq)
 
 
 def _check_dim(chunk: ActivationChunk, dim: int | None, first: Callable[[], str]) -> None:
@@ -140,7 +144,7 @@ def _init_sample(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray
         take = min(cfg.max_points, cfg.init_sample - have)
         flat = sample_positions(valid_positions(chunk, ignore), take, np.random.default_rng([cfg.seed, 0, i]))
         state = cfg.init_sample * chunk.dim * 8
-        parts += [x for _, x in iter_rows(chunk, flat, plan.rows(chunk, state))]
+        parts += [x for _, x, _ in iter_rows(chunk, flat, plan.rows(chunk, state))]
         have += len(flat)
         if have >= cfg.init_sample:
             break
@@ -180,8 +184,9 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
             flat = sample_positions(valid_positions(chunk, ignore), cfg.max_points,
                                     np.random.default_rng([cfg.seed, 1, epoch, i]))
             r, rx, ll = np.zeros(k), np.zeros((k, d)), 0.0
-            for _, x in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
-                br, brx, bll = estep_sums(normalize_rows(x), em.centres, inv_t)
+            for _, x, norms in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
+                x /= np.where(norms > 0, norms, 1)[:, None]
+                br, brx, bll = estep_sums(x, em.centres, inv_t)
                 r, rx, ll = r + br, rx + brx, ll + bll
             eta, shift = em.update(r / len(flat), rx / len(flat), cfg.step_decay)
             history.append((epoch, i, em.t, eta, float(shift.max()), float(shift.mean()), ll / len(flat), len(flat)))
@@ -260,15 +265,14 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
         rows, cls, vals, tops, topv = [], [], [], [], []
         at = 0
-        for sel, x in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
-            norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-            sb = sparse_memberships(x / np.where(norms > 0, norms, 1)[:, None], centres, inv_t,
-                                    cfg.threshold, cfg.top_m)
+        for sel, x, norms in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
+            x /= np.where(norms > 0, norms, 1)[:, None]  # in place: raw vectors are x * norms
+            sb = sparse_memberships(x, centres, inv_t, cfg.threshold, cfg.top_m)
             stats.usage.add_block(sb.r_sum, sb.top, sb.loglik)
             rows.append(sel[sb.rows]), cls.append(sb.clusters), vals.append(sb.values)
             tops.append(sb.top), topv.append(sb.top_value)
             conf = np.flatnonzero(sb.top_value >= cfg.lda_min_membership)
-            stats.lda.add(x[conf], sb.top[conf], sb.top_value[conf], key_lda[at + conf])
+            stats.lda.add(x, norms, conf, sb.top[conf], sb.top_value[conf], key_lda[at + conf])
             at += len(sel)
         flat_nz = np.concatenate(rows)
         L = chunk.seq_len
