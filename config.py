@@ -342,11 +342,12 @@ class AnnotationConfig:
     nothing are reported and skipped."""
     exact_search_max_chunks: int = 200_000
     """Corpus proximity is exact (blocked matrix products) up to this many chunks; above it an
-    approximate HNSW index (faiss) is built once and cached."""
-    hnsw_m: int = 32
-    """HNSW graph degree of the approximate index."""
-    hnsw_ef_search: int = 128
-    """HNSW search breadth (higher = better recall, slower)."""
+    approximate inverted-file index (faiss IVF-Flat, inner product) is built once and cached."""
+    ivf_nlist: int = 0
+    """Inverted lists of the approximate index (0 = 4·sqrt(n_chunks))."""
+    ivf_nprobe: int = 16
+    """Lists searched per query (higher = better recall, slower); bench/bench_annotate.py reports
+    recall@1 against exact search."""
     alpha: float = 0.05
     """Significance level of the error-concentration tests (after Benjamini–Hochberg)."""
     min_n: int = 10
@@ -358,8 +359,8 @@ class AnnotationConfig:
         _check(len(self.text_fields) >= 1 and all(self.text_fields), "annotation.text_fields",
                "must name at least one field")
         _check(self.exact_search_max_chunks >= 0, "annotation.exact_search_max_chunks", "must be >= 0")
-        _check(self.hnsw_m >= 4, "annotation.hnsw_m", "must be >= 4")
-        _check(self.hnsw_ef_search >= 1, "annotation.hnsw_ef_search", "must be >= 1")
+        _check(self.ivf_nlist >= 0, "annotation.ivf_nlist", "must be >= 0 (0 = automatic)")
+        _check(self.ivf_nprobe >= 1, "annotation.ivf_nprobe", "must be >= 1")
         _check(0.0 < self.alpha < 1.0, "annotation.alpha", "must be in (0, 1)")
         _check(self.min_n >= 1, "annotation.min_n", "must be >= 1")
         _check(self.batch_size >= 1, "annotation.batch_size", "must be >= 1")
