@@ -4,7 +4,7 @@ For every row of a results file (JSONL/CSV/Parquet), each text field is embedded
 corpus' own model (query prefix; cached under ``queries-<key>``) and descended through the
 cluster tree — at each depth the nearest child centroid (cosine) — giving its cluster path, the
 names, the cosine distance to each chosen centroid, and the distance to the nearest corpus chunk
-(corpus proximity; exact, or an HNSW index above ``annotation.exact_search_max_chunks``). For each
+(corpus proximity; exact, or an IVF index above ``annotation.exact_search_max_chunks``). For each
 correctness field, error concentration by cluster is tested at every depth (cluster_stats).
 
 Fields are dotted paths into nested JSON and may use ``*`` globs, so GSM8K's published
@@ -23,7 +23,6 @@ per-cluster rows with q-values). DIR defaults to ``data/outputs/<name>/annotatio
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hashlib
 import json
@@ -39,7 +38,7 @@ from cache import StageDir, atomic_write_json, atomic_writer, stage_key
 from cluster_stats import analyze_clusters
 from cluster_tree import ClusterTree
 from config import ExperimentConfig, to_dict
-from corpus_index import (Assignment, ExactSearch, HNSWSearch, NearestChunkSearch, assign_to_clusters,
+from corpus_index import (Assignment, ExactSearch, IVFSearch, NearestChunkSearch, assign_to_clusters,
                           nearest_chunks)
 from embedders import SentenceTransformerEmbedder, default_prefixes, resolve_model_dir
 from errors import InputError, cli_errors
@@ -49,7 +48,7 @@ __all__ = ["Assignment", "assign_to_clusters", "nearest_chunks", "annotate", "ma
 _TRUE = {"true", "1", "yes", "y", "correct", "t"}
 _FALSE = {"false", "0", "no", "n", "incorrect", "wrong", "f"}
 QUERY_STAGE, QUERY_VERSION = "queries", 1
-HNSW_STAGE, HNSW_VERSION = "hnsw", 1
+IVF_STAGE, IVF_VERSION = "ivf", 1
 
 
 # --- reading results ---------------------------------------------------------------------------
@@ -198,19 +197,20 @@ def embed_queries(cfg: ExperimentConfig, texts: list[str]) -> np.ndarray:
 
 
 def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarray) -> NearestChunkSearch:
-    """Exact search for moderate corpora; a cached HNSW index above the configured size."""
+    """Exact search for moderate corpora; a cached IVF index above the configured size."""
     a = cfg.annotation
     if len(corpus) <= a.exact_search_max_chunks:
         return ExactSearch(corpus)
-    key = stage_key(HNSW_STAGE, HNSW_VERSION, {"m": a.hnsw_m, "ef_construction": 200}, {"embed": embed_sd.key})
-    sd = StageDir.for_key(cfg.cache_dir, HNSW_STAGE, key)
+    params = {"nlist": a.ivf_nlist or IVFSearch.auto_nlist(len(corpus)), "seed": 0}
+    sd = StageDir.for_key(cfg.cache_dir, IVF_STAGE, stage_key(IVF_STAGE, IVF_VERSION, params, {"embed": embed_sd.key}))
     if sd.complete:
-        return HNSWSearch.load(sd.file("index.faiss"), a.hnsw_ef_search)
-    cli.console.print(f"building an HNSW index over {len(corpus):,} chunks (once; cached in {sd.path})")
-    index = HNSWSearch.build(corpus, a.hnsw_m, a.hnsw_ef_search)
+        return IVFSearch.load(sd.file("index.faiss"), a.ivf_nprobe)
+    cli.console.print(f"building an IVF index over {len(corpus):,} chunks ({params['nlist']} lists; once, cached "
+                      f"in {sd.path})")
+    index = IVFSearch.build(corpus, params["nlist"], a.ivf_nprobe, params["seed"])
     sd.begin()
     atomic_writer(sd.file("index.faiss"), index.save)
-    sd.finish({"m": a.hnsw_m, "ef_construction": 200}, {"embed": embed_sd.key})
+    sd.finish(params, {"embed": embed_sd.key})
     return index
 
 

@@ -6,8 +6,8 @@ items grouped at that node (a sort per depth, never a Python loop per item). Ite
 a leaf: noise is a property of corpus points, not of a nearest-centroid query.
 
 Corpus proximity — the cosine distance to the nearest corpus chunk — is exact (blocked matrix
-products) for moderate corpora and uses an HNSW index (faiss, inner product on the unit sphere)
-beyond a configurable size; ``bench/bench_annotate.py`` reports its recall against exact search.
+products) for moderate corpora and uses an inverted-file index (faiss IVF-Flat, inner product on
+the unit sphere) beyond a configurable size; ``bench/bench_annotate.py`` reports its recall against exact search.
 """
 
 from __future__ import annotations
@@ -108,24 +108,35 @@ class ExactSearch:
         return idx, dist
 
 
-class HNSWSearch:
-    """Approximate search: faiss HNSW over inner products of unit vectors (= cosine)."""
+class IVFSearch:
+    """Approximate search: a faiss inverted-file index (IVF-Flat) over inner products of unit
+    vectors (= cosine). The corpus is split into ``nlist`` k-means cells (trained on a seeded
+    sample of 40 points per cell); a query scans the ``nprobe`` nearest cells exactly."""
 
-    kind = "hnsw"
+    kind = "ivf"
 
-    def __init__(self, index, ef_search: int):
+    def __init__(self, index, nprobe: int):
         self.index = index
-        self.index.hnsw.efSearch = int(ef_search)
+        self.index.nprobe = int(nprobe)
+
+    @staticmethod
+    def auto_nlist(n: int) -> int:
+        return int(max(1, min(n // 39, round(4 * np.sqrt(n)))))
 
     @classmethod
-    def build(cls, corpus: np.ndarray, m: int, ef_search: int, ef_construction: int = 200) -> "HNSWSearch":
+    def build(cls, corpus: np.ndarray, nlist: int = 0, nprobe: int = 16, seed: int = 0) -> "IVFSearch":
         import faiss
 
         X = np.ascontiguousarray(corpus, dtype=np.float32)
-        index = faiss.IndexHNSWFlat(X.shape[1], int(m), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(ef_construction)
+        nlist = nlist or cls.auto_nlist(len(X))
+        quantizer = faiss.IndexFlatIP(X.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, X.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        rng = np.random.default_rng(seed)
+        sample = X if len(X) <= 40 * nlist else X[np.sort(rng.choice(len(X), 40 * nlist, replace=False))]
+        index.train(sample)
         index.add(X)
-        return cls(index, ef_search)
+        return cls(index, nprobe)
 
     def save(self, path: Path) -> None:
         import faiss
@@ -133,10 +144,10 @@ class HNSWSearch:
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def load(cls, path: Path, ef_search: int) -> "HNSWSearch":
+    def load(cls, path: Path, nprobe: int) -> "IVFSearch":
         import faiss
 
-        return cls(faiss.read_index(str(path)), ef_search)
+        return cls(faiss.read_index(str(path)), nprobe)
 
     def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Q = np.ascontiguousarray(queries, dtype=np.float32)

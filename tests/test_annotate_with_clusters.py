@@ -17,7 +17,7 @@ from annotate_with_clusters import main as annotate_main
 from annotate_with_clusters import as_bool, assign_to_clusters, column, expand_fields, get_path, nearest_chunks
 from cluster_corpus import recursive_cluster
 from cluster_tree import ROOT, ClusterTree, Node
-from corpus_index import ExactSearch, HNSWSearch
+from corpus_index import ExactSearch, IVFSearch
 from conftest import planted_hierarchy
 from errors import InputError
 from test_cluster_corpus import PLANTED_CFG
@@ -132,13 +132,13 @@ def test_field_globs_expand_over_nested_json():
     assert expand_fields([row], ["nothing.*"]) == []
 
 
-def test_hnsw_search_agrees_with_exact_on_clustered_data():
+def test_ivf_search_agrees_with_exact_on_clustered_data():
     X, _, _ = planted_hierarchy(n_coarse=5, n_fine=4, per_fine=150, dim=32, seed=4)
     rng = np.random.default_rng(0)
     Q = X[rng.choice(len(X), 200, replace=False)] + 0.05 * rng.normal(size=(200, 32))
     Q = (Q / np.linalg.norm(Q, axis=1, keepdims=True)).astype(np.float32)
     exact_idx, exact_d = ExactSearch(X).search(Q)
-    idx, d = HNSWSearch.build(X, m=16, ef_search=64).search(Q)
+    idx, d = IVFSearch.build(X, nlist=20, nprobe=4).search(Q)
     assert (idx == exact_idx).mean() >= 0.95
     np.testing.assert_allclose(d[idx == exact_idx], exact_d[idx == exact_idx], atol=1e-5)
     assert (d >= exact_d - 1e-5).all()  # an approximate neighbour is never nearer than the exact one
@@ -216,7 +216,7 @@ def test_cli_annotates_every_row_and_its_chi2_is_scipys(tiny, tmp_path):
     assert "where errors concentrate" in out
 
 
-def test_cli_rerun_embeds_nothing_and_hnsw_agrees(tiny, tmp_path, monkeypatch):
+def test_cli_rerun_embeds_nothing_and_ivf_agrees(tiny, tmp_path, monkeypatch):
     cfg, cfg_file, results, _ = tiny
     assert run_cli(cfg_file, "--results", results, "--out", tmp_path / "a")[0] == 0  # warm the query cache
 
@@ -228,7 +228,7 @@ def test_cli_rerun_embeds_nothing_and_hnsw_agrees(tiny, tmp_path, monkeypatch):
                       "--set", "annotation.exact_search_max_chunks=0")
     assert rc == 0, out
     a = json.loads((tmp_path / "b" / "analysis.json").read_text())
-    assert a["proximity"] == "hnsw"
+    assert a["proximity"] == "ivf"
     exact = pd.read_parquet(tmp_path / "a" / "annotated.parquet")
     approx = pd.read_parquet(tmp_path / "b" / "annotated.parquet")
     assert (approx["nearest_chunk"] == exact["nearest_chunk"]).mean() >= 0.95
