@@ -173,9 +173,12 @@ def main() -> None:
         else:
             st.warning("No node matches the filters.")
     with tabs[3]:
-        outputs = vc.map_outputs(ex, opts.get("field"), opts.get("correct"))
+        outputs, note = None, f"map: {ex.map_note}"
+        if ex.annotations is not None and st.checkbox("show model outputs (at their nearest chunk)", True, key="overlay"):
+            outputs = vc.map_outputs(ex, opts.get("field"), opts.get("correct"))
+            note += f"; outputs of {opts['field']} at their nearest chunk"
         st.plotly_chart(ex_.map_figure(ex.coords, ex.shown, vc.top_labels(ex), ex.names, ex.texts,
-                                       ex.cfg.visualization.preview_chars, outputs, f"map: {ex.map_note}"), key="map")
+                                       ex.cfg.visualization.preview_chars, outputs, note), key="map")
     with tabs[4]:
         if ex.annotations is None:
             st.info("No annotated model outputs for this config, so the error views are hidden. Produce them with "

@@ -91,7 +91,8 @@ def read_annotations(path: Path, table: pd.DataFrame, analysis: dict) -> Annotat
         fields = {text_fields[0] if len(text_fields) == 1 else "text": ""}
     else:
         by_alias = {_alias(f): f for f in text_fields}
-        fields = {by_alias.get(p, p): p + "." for p in prefixes if p}
+        order = {p: k for k, p in enumerate(map(_alias, text_fields))}  # as given to the annotator
+        fields = {by_alias.get(p, p): p + "." for p in sorted(prefixes, key=lambda p: (order.get(p, len(order)), p)) if p}
     correct_fields = list(analysis.get("correct_fields") or [])
     cols = {}
     if len(correct_fields) == 1 and "correct" in table.columns:
@@ -286,7 +287,7 @@ def map_figure(coords: np.ndarray, shown: np.ndarray, top_labels: np.ndarray, na
                                          hoverinfo="text"))
     fig.update_layout(height=height, margin=dict(t=50, l=5, r=5, b=5), legend=dict(itemsizing="constant"),
                       title=dict(text=note, font=dict(size=13), x=0.5),
-                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+                      xaxis=dict(visible=False), yaxis=dict(visible=False))
     return fig
 
 
