@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import soft_cluster_kernels as kernels
 from errors import InputError
 
 
@@ -61,28 +62,27 @@ def init_centres(x: np.ndarray, k: int, method: str, rng: np.random.Generator) -
     return kmeanspp_sphere(x, k, rng) if method == "kmeans++" else random_init(x, k, rng)
 
 
-def exp_scores(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def exp_scores(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unnormalised memberships of unit rows ``x``.
 
-    Returns (E, Z, top, loglik): E[i, j] = exp((cos_ij - max_j cos_ij) / T) (so E[i, top_i] = 1),
-    Z = E.sum(1) (membership r = E / Z), the top cluster per row, and per row
-    log(mean_j exp(cos_ij / T)), the mixture log-likelihood up to the shared vMF normaliser."""
+    Returns (E, top, loglik_shift): E[i, j] = exp((cos_ij - max_j cos_ij) / T) (so E[i, top_i] = 1),
+    the top cluster per row, and max_j cos_ij / T - log k, to which log(sum_j E[i, j]) adds up to
+    the row's log(mean_j exp(cos_ij / T)), the mixture log-likelihood up to the shared vMF
+    normaliser."""
     e = x @ centres.T
-    top = e.argmax(axis=1)
-    smax = np.take_along_axis(e, top[:, None], axis=1)[:, 0]
-    e -= smax[:, None]
-    e *= np.float32(inv_t)
+    top = np.empty(len(x), dtype=np.int64)
+    smax = np.empty(len(x), dtype=np.float32)
+    kernels.shift_rows(e, np.float32(inv_t), top, smax)
     np.exp(e, out=e)
-    z = e.sum(axis=1, dtype=np.float64)
-    loglik = np.log(z) + smax.astype(np.float64) * inv_t - np.log(centres.shape[0])
-    return e, z, top, loglik
+    return e, top, smax.astype(np.float64) * inv_t - np.log(centres.shape[0])
 
 
 def estep_sums(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Phase-1 sufficient statistics of a block: (sum_i r_i [k], sum_i r_i x_i^T [k, d], sum loglik)."""
-    e, z, _, loglik = exp_scores(x, centres, inv_t)
+    e, _, ll = exp_scores(x, centres, inv_t)
+    z = e.sum(axis=1, dtype=np.float64)
     e /= z[:, None].astype(np.float32)
-    return e.sum(axis=0, dtype=np.float64), (e.T @ x).astype(np.float64), float(loglik.sum())
+    return e.sum(axis=0, dtype=np.float64), (e.T @ x).astype(np.float64), float((ll + np.log(z)).sum())
 
 
 @dataclass
@@ -165,24 +165,21 @@ class SparseBlock:
 
 def sparse_memberships(x: np.ndarray, centres: np.ndarray, inv_t: float, threshold: float,
                        top_m: int) -> SparseBlock:
-    """Memberships of unit rows ``x``, keeping per row the ``top_m`` largest that are >= threshold.
-
-    No [B, k] sort: an entry can only pass when E >= threshold * Z, which few do; ranks are taken
-    among those candidates only."""
-    e, z, top, loglik = exp_scores(x, centres, inv_t)
-    inv_z = (1.0 / z)
-    r_sum = inv_z.astype(np.float32) @ e
-    rows, cols = np.nonzero(e >= (threshold * z).astype(np.float32)[:, None])
-    vals = e[rows, cols] * inv_z[rows].astype(np.float32)
-    if len(rows) and top_m < centres.shape[0]:
-        counts = np.bincount(rows, minlength=len(x))
-        if counts.max() > top_m:
-            order = np.lexsort((-vals, rows))
-            rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows[order]]
-            keep = np.sort(order[rank < top_m])  # back to (row, cluster) order
-            rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    return SparseBlock(rows.astype(np.int64), cols.astype(np.int32), vals.astype(np.float32),
-                       top.astype(np.int32), inv_z.astype(np.float32), r_sum.astype(np.float64), loglik)
+    """Memberships of unit rows ``x``, keeping per row the ``top_m`` largest that are >= threshold
+    (one row-parallel pass, ``soft_cluster_kernels.select_rows``)."""
+    e, top, ll = exp_scores(x, centres, inv_t)
+    n, k = e.shape
+    m = min(top_m, k)
+    z = np.empty(n)
+    out_c = np.empty((n, m), dtype=np.int32)
+    out_v = np.empty((n, m), dtype=np.float32)
+    out_n = np.empty(n, dtype=np.int64)
+    kernels.select_rows(e, np.float32(threshold), m, z, out_c, out_v, out_n)
+    inv_z = 1.0 / z
+    keep = np.arange(m)[None, :] < out_n[:, None]
+    rows = np.repeat(np.arange(n, dtype=np.int64), out_n)
+    return SparseBlock(rows, out_c[keep], out_v[keep], top.astype(np.int32), inv_z.astype(np.float32),
+                       (inv_z.astype(np.float32) @ e).astype(np.float64), ll + np.log(z))
 
 
 def sample_positions(valid: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
