@@ -6,7 +6,6 @@ row-parallel loop does; ``nonzero`` alone cost more than the matrix product at k
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 
@@ -70,11 +69,3 @@ def select_rows(e, threshold, top_m, z, out_c, out_v, out_n):
             out_v[i, a] *= inv
         out_n[i] = cnt
 
-
-def warm_up() -> None:
-    """Compile (or load from numba's cache) both kernels on a tiny input."""
-    e = np.random.default_rng(0).random((4, 3), dtype=np.float32)
-    shift_rows(e, np.float32(1.0), np.empty(4, np.int64), np.empty(4, np.float32))
-    np.exp(e, out=e)
-    select_rows(e, np.float32(0.1), 2, np.empty(4, np.float64), np.empty((4, 2), np.int32),
-                np.empty((4, 2), np.float32), np.empty(4, np.int64))
