@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-llm test test-all bench install browser clean
+.PHONY: demo demo-llm test test-all bench bench-soft install browser clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ test-all: $(STAMP) browser
 bench: $(STAMP)
 	$(PY) bench/bench_tree.py --quick
 	$(PY) bench/bench_annotate.py --quick
+
+# streaming soft clustering of activations: throughput vs the GEMM roofline, peak RSS vs budget
+bench-soft: $(STAMP)
+	$(PY) bench/bench_soft_cluster.py
 
 clean:
 	rm -rf data/cache data/outputs
