@@ -7,9 +7,9 @@ reachable; no package registry carries it.
 
 Grading is numeric: the final answer of a completion is the number after its last ``####``,
 else after a closing phrase ("the answer is", "Answer:", "A:", ``\\boxed{}``), else its last
-number (LaTeX ``\\frac{a}{b}`` counts as a/b); thousands separators, currency signs, units, percent signs and trailing zeros are
-ignored ("$1,000.00 dollars" == 1000), simple fractions are evaluated ("3/4" == 0.75), and
-GSM8K's calculator annotations (``<<16-3=13>>``) are dropped first.
+number; thousands separators, currency signs, units, percent signs and trailing zeros are
+ignored ("$1,000.00 dollars" == 1000), simple fractions are evaluated ("3/4" and LaTeX
+``\\frac{3}{4}`` == 0.75), and GSM8K's calculator annotations (``<<16-3=13>>``) are dropped first.
 """
 
 from __future__ import annotations
