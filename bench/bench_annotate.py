@@ -80,11 +80,16 @@ def outputs_near_leaves(tree: ClusterTree, n: int, seed: int = 1, block: int = 1
     return X
 
 
-def clustered_corpus(n: int, n_queries: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def clustered_corpus(n: int, n_queries: int, seed: int = 2, spread: float = 0.12) -> tuple[np.ndarray, np.ndarray]:
+    """500 topics on the sphere, diffuse: at spread 0.12 the median cosine distance of a query to
+    its nearest corpus vector is ~0.72 (GSM8K questions to the default corpus: 0.77)."""
     rng = np.random.default_rng(seed)
     centres = _unit(rng.normal(size=(500, DIM)))
     pick = rng.integers(0, 500, n + n_queries)
-    X = _unit(centres[pick] + 0.05 * rng.normal(size=(n + n_queries, DIM)).astype(np.float32))
+    X = np.empty((n + n_queries, DIM), dtype=np.float32)
+    for lo in range(0, len(X), 100_000):
+        hi = min(len(X), lo + 100_000)
+        X[lo:hi] = _unit(centres[pick[lo:hi]] + spread * rng.normal(size=(hi - lo, DIM)).astype(np.float32))
     return X[:n], X[n:]
 
 
@@ -155,6 +160,7 @@ def main() -> int:
     ap.add_argument("--branching", type=int, default=22)
     ap.add_argument("--corpus-size", type=int, default=None)
     ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=1, help="time the descent this many times (report the best)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -164,7 +170,8 @@ def main() -> int:
     n_corpus = args.corpus_size or (50_000 if args.quick else 200_000)
     leaves = args.branching ** 3
     print(f"assignment: {n_out:,} outputs × tree with {leaves:,} leaves (3 levels, {DIM}-d)")
-    descent = run({"kind": "descent", "n": n_out, "branching": args.branching})
+    descent = min((run({"kind": "descent", "n": n_out, "branching": args.branching}) for _ in range(args.repeat)),
+                  key=lambda r: r["seconds"])
     print(f"  descent     {descent['seconds']:.2f} s  peak {descent['peak_mb']:.0f} MB "
           f"(data {descent['data_mb']:.0f} MB); leaf = flat nearest leaf for {descent['agree_with_flat']:.1%}")
     flat = run({"kind": "flat", "n": n_out, "branching": args.branching})
