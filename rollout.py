@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         cli.console.print(f"{len(samples)} GSM8K {rc.split} questions × {rc.n_samples} → {model}")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        with Progress("rollouts", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=cli.console,
-                      disable=args.quiet) as bar:
+        with Progress("rollouts", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=cli.console) as bar:
             task = bar.add_task("rollouts", total=len(samples) * rc.n_samples)
             rollouts, stats = generate(samples, rc, model=model, base_url=base_url,
                                        cache_dir=Path(cfg.cache_dir) / "rollout-calls", local=args.local_llm,
