@@ -1,0 +1,203 @@
+"""Throughput and peak memory of the streaming soft clustering.
+
+Throughput: vectors per second of one pass of phase 1 (memberships + stepwise-EM sums, 4·k·d
+flops per vector) and of phase 2 (memberships, sparse selection and every per-cluster statistic,
+2·k·d flops per vector), for d in {384, 2304} and k in {64, 512}, on float16 chunks held in
+memory. The peer is the machine's matmul roofline measured in the same run, right before each
+case: numpy float32 GEMM (2048³) GFLOP/s with the same BLAS threads. Reported: the pass's useful
+GFLOP/s and its ratio to the roofline (target >= 0.5). A phase-1 pass is one epoch resumed from a
+checkpoint-like state (initialisation left out); phase 2 runs without writing membership files.
+Best of two runs of each.
+
+Memory: a fresh process clusters activations 10x its memory budget, generated on the fly (never
+stored), and another streams activations 4x the budget from chunk files on disk; each reports its
+peak resident memory (VmHWM, the whole process: interpreter and libraries included) against the
+budget.
+
+    .venv/bin/python bench/bench_soft_cluster.py            # ~5 min on 2 cores
+    .venv/bin/python bench/bench_soft_cluster.py --quick    # d=384 only, smaller memory runs
+
+Writes ``bench/results/<date>-<git sha>-soft.json`` and ``bench/results/latest-soft.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from activations import ArrayChunk, FileSource, GeneratedSource, write_chunk  # noqa: E402
+from cache import atomic_write_json, atomic_write_text, package_versions  # noqa: E402
+from config import SoftClusterConfig  # noqa: E402
+from soft_cluster import SequentialSoftClustering  # noqa: E402
+from soft_cluster_stream import GB, MemoryPlan, assign_all, fit_centres, rss_bytes  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SEQ_LEN = 128
+
+
+def planted_chunk(i: int, n_seq: int, d: int, centres: np.ndarray, seed: int = 0) -> ArrayChunk:
+    """``n_seq`` × 128 float16 vectors near random planted centres, a padded tail per sequence."""
+    r = np.random.default_rng([seed, i])
+    lab = r.integers(len(centres), size=(n_seq, SEQ_LEN))
+    x = r.standard_normal((n_seq, SEQ_LEN, d), dtype=np.float32)
+    x *= np.float32(0.5 / np.sqrt(d))
+    x += centres[lab]
+    mask = np.arange(SEQ_LEN)[None, :] < r.integers(SEQ_LEN // 2, SEQ_LEN + 1, size=n_seq)[:, None]
+    return ArrayChunk(f"gen-{i}", x.astype(np.float16), mask, (lab * 7 + 3).astype(np.int32))
+
+
+def centres_for(d: int, n: int = 100, seed: int = 0) -> np.ndarray:
+    c = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def roofline(n: int = 2048, reps: int = 3) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = a.T.copy()
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def throughput(d: int, k: int, n_vectors: int) -> dict:
+    n_seq = max(1, 8192 // SEQ_LEN)
+    n_chunks = max(1, n_vectors // (n_seq * SEQ_LEN))
+    cen = centres_for(d)
+    chunks = [planted_chunk(i, n_seq, d, cen) for i in range(n_chunks)]
+    src = GeneratedSource(n_chunks, lambda i: chunks[i])
+    n_pos = sum(int(c.attention_mask.sum()) for c in chunks)
+    cfg = SoftClusterConfig(n_clusters=k, init_sample=max(2000, 4 * k), max_points=n_seq * SEQ_LEN, tol=0.0,
+                            n_epochs=1, lda_sample=5000, memory_budget_gb=4.0, seed=0)
+    plan = MemoryPlan(int(cfg.memory_budget_gb * GB), rss_bytes(), k)
+    none = np.zeros(0, dtype=np.int64)
+    quiet = lambda s: None  # noqa: E731
+    init = fit_centres(src, cfg, none, plan, None, None, quiet).centres
+    # one epoch from given centres = phase 1 resumed from a checkpoint at its start (no init)
+    start = {"phase": np.array(1), "centres": init, "s": np.zeros(init.shape), "n": np.zeros(k), "t": np.array(0),
+             "epoch": np.array(0), "next_chunk": np.array(0), "epoch_start": init, "history": np.zeros((0, 8)),
+             "epoch_shift": np.zeros(0)}
+    phase1_s = phase2_s = np.inf
+    peak = 0.0
+    for _ in range(2):  # best of two, each right after a roofline measurement
+        peak = max(peak, roofline())
+        t = time.perf_counter()
+        p1 = fit_centres(src, cfg, none, plan, None, dict(start), quiet)
+        phase1_s = min(phase1_s, time.perf_counter() - t)
+        peak = max(peak, roofline())
+        t = time.perf_counter()
+        assign_all(src, p1.centres, cfg, none, plan, None, None, None, quiet)
+        phase2_s = min(phase2_s, time.perf_counter() - t)
+    v1, v2 = n_pos / phase1_s, n_pos / phase2_s
+    g1, g2 = v1 * 4 * k * d / 1e9, v2 * 2 * k * d / 1e9
+    return {"d": d, "k": k, "vectors": n_pos, "roofline_gflops": round(peak, 1),
+            "phase1_vectors_per_s": round(v1), "phase1_gflops": round(g1, 1), "phase1_ratio": round(g1 / peak, 3),
+            "phase2_vectors_per_s": round(v2), "phase2_gflops": round(g2, 1), "phase2_ratio": round(g2 / peak, 3)}
+
+
+def _vmhwm() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_worker(mode: str, budget_gb: float, times: float, d: int, k: int, directory: str | None) -> int:
+    """Run in a fresh process: cluster ``times`` × budget of activations and print peak RSS as JSON."""
+    n_seq = 256
+    chunk_bytes = n_seq * SEQ_LEN * d * 2
+    n_chunks = int(np.ceil(times * budget_gb * GB / chunk_bytes))
+    cen = centres_for(d)
+    if mode == "disk":
+        src = FileSource(sorted(Path(directory).glob("chunk-*.npz")))
+    else:
+        src = GeneratedSource(n_chunks, lambda i: planted_chunk(i, n_seq, d, cen))
+    model = SequentialSoftClustering(k, init_sample=5000, max_points=2048, n_epochs=1, lda_sample=5000,
+                                     memory_budget_gb=budget_gb, seed=0)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        model.fit(src, out)
+    print(json.dumps({"mode": mode, "budget_gb": budget_gb, "activation_gb": round(len(src) * chunk_bytes / GB, 2),
+                      "chunks": len(src), "positions": int(model.summary_["n_positions"]),
+                      "peak_rss_gb": round(_vmhwm() / GB, 3), "seconds": round(time.perf_counter() - t, 1)}))
+    return 0
+
+
+def measure_memory(mode: str, budget_gb: float, times: float, d: int, k: int) -> dict:
+    with tempfile.TemporaryDirectory(dir=ROOT / "data") as tmp:
+        if mode == "disk":
+            n_seq, cen = 256, centres_for(d)
+            n_chunks = int(np.ceil(times * budget_gb * GB / (n_seq * SEQ_LEN * d * 2)))
+            for i in range(n_chunks):
+                c = planted_chunk(i, n_seq, d, cen)
+                write_chunk(Path(tmp) / f"chunk-{i:05d}.npz", c.activations, c.attention_mask, c.token_ids)
+        cmd = [sys.executable, __file__, "--memory-worker", mode, str(budget_gb), str(times), str(d), str(k), tmp]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    r["peak_over_budget"] = round(r["peak_rss_gb"] / budget_gb, 3)
+    return r
+
+
+def _git() -> dict:
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"sha": sha or "unknown"}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-worker":
+        mode, budget, times, d, k, directory = sys.argv[2:8]
+        return memory_worker(mode, float(budget), float(times), int(d), int(k), directory)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="d=384 only and smaller memory runs")
+    p.add_argument("--budget-gb", type=float, default=0.6, help="memory budget of the memory runs")
+    args = p.parse_args()
+    dims = (384,) if args.quick else (384, 2304)
+    rows = []
+    for d in dims:
+        for k in (64, 512):
+            r = throughput(d, k, 200_000 if d == 384 else 60_000)
+            print(r, flush=True)
+            rows.append(r)
+    budget = 0.4 if args.quick else args.budget_gb
+    mem = [measure_memory("generated", budget, 10, 384, 64), measure_memory("disk", budget, 4, 384, 64)]
+    for m in mem:
+        print(m, flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    git = _git()
+    stamp = f"{datetime.date.today().isoformat()}-{git['sha']}"
+    machine = {"nproc": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
+               "versions": package_versions(), "git": git}
+    atomic_write_json(RESULTS / f"{stamp}-soft.json", {"machine": machine, "throughput": rows, "memory": mem})
+    lines = [f"# Soft clustering benchmark: {stamp}, {os.cpu_count()} cores", "",
+             "Throughput per pass on float16 chunks in memory; roofline = numpy float32 GEMM 2048³ GFLOP/s measured "
+             "in the same run; ratio = the pass's useful GFLOP/s (phase 1: 4kd, phase 2: 2kd per vector) / roofline.", "",
+             "| d | k | roofline GFLOP/s | phase 1 vectors/s | phase 1 ratio | phase 2 vectors/s | phase 2 ratio |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['d']} | {r['k']} | {r['roofline_gflops']} | {r['phase1_vectors_per_s']:,} | {r['phase1_ratio']:.2f} | "
+              f"{r['phase2_vectors_per_s']:,} | {r['phase2_ratio']:.2f} |" for r in rows]
+    lines += ["", "Peak RSS of a whole process (interpreter and libraries included) against its memory budget:", "",
+              "| activations | budget GB | activations GB | peak RSS GB | peak / budget | seconds |", "|---|---|---|---|---|---|"]
+    lines += [f"| {m['mode']} | {m['budget_gb']} | {m['activation_gb']} | {m['peak_rss_gb']} | {m['peak_over_budget']} | "
+              f"{m['seconds']} |" for m in mem]
+    atomic_write_text(RESULTS / "latest-soft.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
