@@ -27,7 +27,7 @@ import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             except LocalLLMUnavailable as e:
                 raise InputError(f"--local-llm: {e}") from None
             model = MODEL_ID
+            # a CPU server shared by `slots` sequences can take minutes per long answer; a call
+            # that times out is asked again from scratch, so give it time
+            rc = replace(rc, timeout_s=max(rc.timeout_s, 900.0))
             cli.console.print(f"local LLM at {base_url} ({server.used_backend})")
         else:
             base_url, model = rc.base_url, rc.model
