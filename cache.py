@@ -46,6 +46,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _umask_mode() -> int:
+    """The mode a plainly created file gets (0o666 minus the umask); mkstemp's is 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -54,6 +61,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -76,6 +84,7 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
             np.save(f, array)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

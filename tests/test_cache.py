@@ -36,3 +36,20 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
     atomic_save_npy(tmp_path / "a.npy", np.ones((3, 2), np.float32))
     atomic_write_json(tmp_path / "b.json", [1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.json"]
+
+
+def test_atomic_writes_get_ordinary_file_modes(tmp_path):
+    import os
+
+    import numpy as np
+
+    from cache import atomic_save_npy, atomic_write_json
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        atomic_save_npy(tmp_path / "a.npy", np.zeros(3))
+    finally:
+        os.umask(mask)
+    for name in ("a.json", "a.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
