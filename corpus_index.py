@@ -36,19 +36,29 @@ class Assignment:
         return self.ids[self.node_index]
 
 
-def assign_to_clusters(embeddings: np.ndarray, tree: ClusterTree) -> Assignment:
-    """Nearest child centroid at each depth, descending from the root (see the module doc)."""
-    X = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n, depths = len(X), max(tree.n_depths, 1)
+def assign_to_clusters(embeddings: np.ndarray, tree: ClusterTree, block: int = 65_536) -> Assignment:
+    """Nearest child centroid at each depth, descending from the root (see the module doc).
+
+    Items are taken ``block`` at a time (bounded memory, cache-friendly gathers; a memory-mapped
+    input is read block by block); within a block, one matrix product per reached tree node."""
+    n, depths = len(embeddings), max(tree.n_depths, 1)
     ids = list(tree.nodes)
     pos = {nid: k for k, nid in enumerate(ids)}
     children = [np.array([pos[c] for c in tree.nodes[nid].children], dtype=np.int32) for nid in ids]
-    cents = [np.stack([tree.nodes[c].centroid for c in tree.nodes[nid].children]).astype(np.float32)
-             if tree.nodes[nid].children else None for nid in ids]
+    cents = [np.ascontiguousarray(np.stack([tree.nodes[c].centroid for c in tree.nodes[nid].children]).T,
+                                  dtype=np.float32) if tree.nodes[nid].children else None for nid in ids]
     node_index = np.full((n, depths), -1, dtype=np.int32)
     dist = np.full((n, depths), np.nan, dtype=np.float32)
-    current = np.full(n, pos[ROOT], dtype=np.int32)
-    for d in range(tree.n_depths):
+    for lo in range(0, n, block):
+        X = np.ascontiguousarray(embeddings[lo:lo + block], dtype=np.float32)
+        _descend(X, pos[ROOT], tree.n_depths, children, cents, node_index[lo:lo + block], dist[lo:lo + block])
+    return Assignment(node_index, np.array(ids + [""], dtype=object), dist)
+
+
+def _descend(X, root: int, n_depths: int, children, cents, node_index, dist) -> None:
+    n = len(X)
+    current = np.full(n, root, dtype=np.int32)
+    for d in range(n_depths):
         order = np.argsort(current, kind="stable")
         sorted_nodes = current[order]
         starts = np.flatnonzero(np.r_[True, sorted_nodes[1:] != sorted_nodes[:-1]])
@@ -59,14 +69,13 @@ def assign_to_clusters(embeddings: np.ndarray, tree: ClusterTree) -> Assignment:
             if node < 0 or cents[node] is None:
                 continue
             rows = order[lo:hi]
-            sims = X[rows] @ cents[node].T
+            sims = (X if hi - lo == n else X[rows]) @ cents[node]
             best = np.argmax(sims, axis=1)
             chosen = children[node][best]
             node_index[rows, d] = chosen
-            dist[rows, d] = 1.0 - sims[np.arange(len(rows)), best]
+            dist[rows, d] = 1.0 - sims[np.arange(hi - lo), best]
             nxt[rows] = chosen
         current = nxt
-    return Assignment(node_index, np.array(ids + [""], dtype=object), dist)
 
 
 def nearest_centroid_flat(embeddings: np.ndarray, centroids: np.ndarray, block: int = 8192) -> np.ndarray:

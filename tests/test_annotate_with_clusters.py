@@ -109,13 +109,13 @@ def _random_tree(rng, dim=16, max_depth=3):
     return ClusterTree(nodes=nodes, n_points=1, dim=dim)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_assignment_equals_brute_force_on_random_trees(seed):
+@pytest.mark.parametrize("seed, block", [(0, 65_536), (1, 65_536), (2, 7), (3, 64), (4, 300)])
+def test_assignment_equals_brute_force_on_random_trees(seed, block):
     rng = np.random.default_rng(seed)
     tree = _random_tree(rng)
     Q = rng.normal(size=(300, 16)).astype(np.float32)
     Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    a = assign_to_clusters(Q, tree)
+    a = assign_to_clusters(Q, tree, block=block)
     assert a.paths.shape == (300, tree.n_depths)
     for i in range(0, 300, 7):
         path, dists = _brute_force(Q[i], tree)
