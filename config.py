@@ -504,6 +504,74 @@ class SoftClusterConfig:
 
 
 @dataclass(frozen=True)
+class EnsembleConfig:
+    runs: int = 10
+    """Number of clustering runs in a stability ensemble (cluster_ensemble.py --runs)."""
+    vary: Literal["seed", "bootstrap", "both"] = "both"
+    """What differs between runs: the clustering seed, the draw of the corpus, or both."""
+    resample: Literal["subsample", "bootstrap"] = "subsample"
+    """How a run's corpus is drawn when `vary` draws it: subsample = `sample_frac` of the chunks
+    without replacement (duplicates would make density clustering see spikes); bootstrap = n draws
+    with replacement, each distinct chunk clustered once."""
+    sample_frac: float = 0.8
+    """Share of the chunks in a subsample draw."""
+    stability_threshold: float = 0.6
+    """A node whose stability (mean best Jaccard over runs) is below this is flagged unstable
+    (Hennig's clusterboot: <= 0.5 dissolved, >= 0.75 stable)."""
+    seed: int = 0
+    """Seed of the run seeds and the draws (run i's are derived from it and i)."""
+    engine: Literal["local", "ray"] = "local"
+    """Where runs execute: local joblib processes, or a Ray cluster (not part of the cache key)."""
+    ray_address: str | None = None
+    """ray.init(address=...): None starts a local Ray instance, "auto" joins a running cluster."""
+    n_jobs: int = 2
+    """Runs executed at once by the local engine (not part of the cache key)."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "ensemble")
+        _check(self.runs >= 2, "ensemble.runs", "must be >= 2 (distances need two runs)")
+        _check(0.1 <= self.sample_frac <= 1.0, "ensemble.sample_frac", "must be in [0.1, 1]")
+        _check(0.0 <= self.stability_threshold <= 1.0, "ensemble.stability_threshold", "must be in [0, 1]")
+        _check(self.n_jobs != 0, "ensemble.n_jobs", "must be non-zero (-1 = all cores)")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    activation_threshold: float = 0.1
+    """A component is active on a sample when its activation (soft-cluster membership) is >= this."""
+    alpha: float = 1.0
+    """Weight of the group-size penalty against the bits saved by merging."""
+    temperature: float = 0.0
+    """0 merges the lowest-cost pair; > 0 samples among the `pool` lowest-cost pairs with
+    p ~ exp(-(cost - min) / (temperature * max(|min|, 1)))."""
+    pool: int = 8
+    """Candidate pairs for stochastic selection (temperature > 0)."""
+    max_iters: int | None = None
+    """Merges per run; None = until one group is left."""
+    runs: int = 5
+    """Merge runs in the ensemble (over data seeds: each on its own draw of the samples)."""
+    sample_frac: float = 0.8
+    """Share of the samples each ensemble run merges on (without replacement); 1 = all."""
+    max_samples: int | None = 200000
+    """Samples kept (a seeded draw) before the ensemble draws; None = all."""
+    seed: int = 0
+    """Seed of the draws and of stochastic selection."""
+    n_jobs: int = 1
+    """Merge runs executed at once (not part of the cache key)."""
+
+    def __post_init__(self) -> None:
+        _check(self.activation_threshold > 0, "merge.activation_threshold", "must be > 0")
+        _check(self.alpha >= 0, "merge.alpha", "must be >= 0")
+        _check(self.temperature >= 0, "merge.temperature", "must be >= 0")
+        _check(self.pool >= 1, "merge.pool", "must be >= 1")
+        _check(self.max_iters is None or self.max_iters >= 1, "merge.max_iters", "must be >= 1 or None")
+        _check(self.runs >= 1, "merge.runs", "must be >= 1")
+        _check(0.1 <= self.sample_frac <= 1.0, "merge.sample_frac", "must be in [0.1, 1]")
+        _check(self.max_samples is None or self.max_samples >= 10, "merge.max_samples", "must be >= 10 or None")
+        _check(self.n_jobs != 0, "merge.n_jobs", "must be non-zero (-1 = all cores)")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Experiment name; outputs go to `output_dir/<name>/`."""
@@ -521,6 +589,8 @@ class ExperimentConfig:
     visualization: VisualizationConfig = field(default_factory=VisualizationConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     soft_cluster: SoftClusterConfig = field(default_factory=SoftClusterConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
@@ -531,7 +601,7 @@ class ExperimentConfig:
 
 
 # Fields that never change a stage's result; they are left out of cache keys.
-NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every"}
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "engine", "ray_address"}
 
 
 def to_dict(cfg: Any) -> dict:
