@@ -148,8 +148,10 @@ class ClusterTree:
         atomic_writer(path, write)
 
 
-def render(tree: ClusterTree, names: dict[str, str] | None = None, max_children: int = 30) -> Tree:
-    """A rich tree: id, name (if any), size, coherence, noise, leaf reason."""
+def render(tree: ClusterTree, names: dict[str, str] | None = None, max_children: int = 30,
+           stability: dict[str, float] | None = None, stability_threshold: float = 0.6) -> Tree:
+    """A rich tree: id, name (if any), size, coherence, stability (from an ensemble, if given;
+    below ``stability_threshold`` marked UNSTABLE), noise, leaf reason."""
 
     def label(n: Node) -> str:
         parts = [f"[bold]{n.id}[/bold]"]
@@ -158,6 +160,10 @@ def render(tree: ClusterTree, names: dict[str, str] | None = None, max_children:
         parts.append(f"n={n.size}")
         if n.coherence is not None:
             parts.append(f"coh={n.coherence:.2f}")
+        s = (stability or {}).get(n.id)
+        if s is not None and s == s:  # NaN: no run saw the node
+            colour = "red" if s < stability_threshold else "yellow" if s < 0.75 else "green"
+            parts.append(f"[{colour}]stab={s:.2f}{' UNSTABLE' if s < stability_threshold else ''}[/{colour}]")
         if len(n.noise):
             parts.append(f"[dim]noise={len(n.noise)} ({len(n.noise) / max(n.size, 1):.0%})[/dim]")
         if n.leaf_reason:
