@@ -31,6 +31,7 @@ from cache import StageDir, atomic_write_json, stage_key
 from cluster_tree import ROOT, ClusterTree, render
 from config import ExperimentConfig, NamingConfig, to_dict
 from errors import InputError, cli_errors
+from ensemble_registry import latest_stability
 from naming import IdNamer, Namer, NamingResult, NodeName, clip, node_seed, sample_cluster_texts  # noqa: F401
 from naming_offline import OfflineNamer
 
@@ -294,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.show_noise:
         print_noise(tree, names, texts, args.samples, cfg.naming.seed, log, only=args.inspect)
     if args.tree or args.name or not (args.list or args.inspect or args.show_noise):
-        log.print(render(tree, display_names(names)))
+        stab = latest_stability(cfg.cache_dir, tree_sd.key)  # from cluster_ensemble.py, when one was run
+        log.print(render(tree, display_names(names), stability=stab.mean if stab else None,
+                         stability_threshold=stab.threshold if stab else 0.6))
+        if stab:
+            log.print(f"stability: mean best Jaccard over ensemble runs; {len(stab.unstable())} node(s) "
+                      f"below {stab.threshold} marked UNSTABLE")
         if names:
             log.print(f"names: {sd.file('names.json')}")
     return status
