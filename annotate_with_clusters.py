@@ -48,6 +48,7 @@ __all__ = ["Assignment", "assign_to_clusters", "nearest_chunks", "annotate", "ma
 _TRUE = {"true", "1", "yes", "y", "correct", "t"}
 _FALSE = {"false", "0", "no", "n", "incorrect", "wrong", "f"}
 QUERY_STAGE, QUERY_VERSION = "queries", 1
+_EMBEDDERS: dict[str, SentenceTransformerEmbedder] = {}
 IVF_STAGE, IVF_VERSION = "ivf", 1
 
 
@@ -185,7 +186,9 @@ def embed_queries(cfg: ExperimentConfig, texts: list[str]) -> np.ndarray:
     sd = StageDir.for_key(cfg.cache_dir, QUERY_STAGE, key)
     if sd.complete:
         return np.load(sd.file("embeddings.npy"))
-    embedder = SentenceTransformerEmbedder(cfg.embedding)
+    embedder = _EMBEDDERS.get(model_id_key := json.dumps(model_id, sort_keys=True))
+    if embedder is None:  # one model load per process, however many text fields
+        embedder = _EMBEDDERS[model_id_key] = SentenceTransformerEmbedder(cfg.embedding)
     embedder.prefix = query_prefix(cfg)
     sd.begin()
     shards = embed_chunks.embed_to_shards(texts, embedder, sd.path / "shards", 256, "embedding outputs")
