@@ -318,11 +318,13 @@ def print_analysis(analysis: dict, console=None) -> None:
     if not analysis["analyses"]:
         return
     depths = sorted(analysis["analyses"][0]["depths"])
-    suffix = Path(".".join(sorted({e["correct_field"].rpartition(".")[2] for e in analysis["analyses"]})))
-    t = Table(title=f"where errors concentrate ({analysis['n_rows']} rows, tree {analysis['tree']}): "
+    suffix = ".".join(sorted({e["correct_field"].rpartition(".")[2] for e in analysis["analyses"]}))
+    one_text = len(analysis["text_fields"]) == 1
+    t = Table(title=f"where errors concentrate ({analysis['n_rows']} rows"
+                    f"{', text: ' + analysis['text_fields'][0] if one_text else ''}; tree {analysis['tree']}): "
                     f"Cramér's V and p per depth")
-    for col in ["text", "correct", "n", "errors"] + [d.replace("depth_", "depth ") for d in depths]:
-        t.add_column(col, no_wrap=col != "text")
+    for col in ([] if one_text else ["text"]) + ["correct", "n", "errors"] + [d.replace("depth_", "depth ") for d in depths]:
+        t.add_column(col, no_wrap=True)
     for e in analysis["analyses"]:
         first = e["depths"][depths[0]]
         cells = []
@@ -330,8 +332,8 @@ def print_analysis(analysis: dict, console=None) -> None:
             o = e["depths"][d]["overall"]
             cells.append("n/a" if o["p"] is None else f"{o['cramers_v']:.2f} {o['p']:.2g}")
         rate = "n/a" if first["error_rate"] is None else f"{first['error_rate']:.1%}"
-        short = e["correct_field"].removesuffix("." + str(suffix)) if len(analysis["analyses"]) > 1 else e["correct_field"]
-        t.add_row(e["text_field"], short, str(e["n_graded"]), rate, *cells)
+        short = e["correct_field"].removesuffix("." + suffix) if len(analysis["analyses"]) > 1 else e["correct_field"]
+        t.add_row(*([] if one_text else [e["text_field"]]), short, str(e["n_graded"]), rate, *cells)
     console.print(t)
     for e in analysis["analyses"]:
         for d in depths:
