@@ -53,7 +53,7 @@ def hierarchy_consistency(true_coarse: np.ndarray, pred_coarse: np.ndarray, pred
     at two k, EVoC's layers) it is the nearest thing to one. A fine cluster whose members are
     all coarse noise has no parent and counts as inconsistent. None if there is no fine cluster.
     """
-    true_coarse = np.asarray(true_coarse)
+    true_coarse = np.unique(np.asarray(true_coarse).astype(str), return_inverse=True)[1]  # no noise in truth
     pc, pf = as_int_labels(pred_coarse), as_int_labels(pred_fine)
     parent_truth = {p: _majority(true_coarse[pc == p]) for p in np.unique(pc[pc >= 0])}
     fines = np.unique(pf[pf >= 0])

@@ -30,7 +30,7 @@ def test_level_scores_noise_counts_as_one_label_on_all_points_only():
 
 
 def test_hierarchy_consistency_counts_fine_clusters_under_the_wrong_parent():
-    true_coarse = np.array([0] * 6 + [1] * 6)
+    true_coarse = np.array(["news"] * 6 + ["docs"] * 6)
     pred_coarse = np.array([0] * 6 + [1] * 6)
     pred_fine = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
     assert hierarchy_consistency(true_coarse, pred_coarse, pred_fine) == 1.0
