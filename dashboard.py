@@ -55,7 +55,7 @@ def sidebar(ex: vc.Exploration) -> dict:
         sb.header("Model outputs")
         opts["field"] = sb.selectbox("text field", list(ann.fields), key="field")
         opts["correct"] = sb.selectbox("graded by", list(ann.correct_cols), key="correct") if ann.graded else None
-    colours = [c for c in ex_.COLOUR_BY if c != "error rate" or opts.get("correct")]
+    colours = [c for c in ex_.colour_options(ex.table) if c != "error rate" or opts.get("correct")]
     opts["colour"] = sb.selectbox("colour by", colours, index=colours.index("coherence"), key="colour")
     return opts
 

@@ -32,7 +32,14 @@ COLOUR_BY = {  # name → (node table column, colour scale, what the colours mea
     "noise share": ("noise_share", "Greys", "colour: share of the node left as noise when it was split: darker = more"),
     "error rate": ("error_rate", "RdBu_r", "colour: error rate of the model outputs in the node against the overall "
                    "rate: red = more errors, blue = fewer, grey = no outputs"),
+    "stability": ("stability", "RdYlGn", "colour: stability over the latest seed/bootstrap ensemble (mean best "
+                  "Jaccard with any node of each run): red = changes between runs, green = stable"),
 }
+
+
+def colour_options(table: pd.DataFrame) -> list[str]:
+    """The COLOUR_BY keys that ``table`` has data for."""
+    return [c for c, (col, _, _) in COLOUR_BY.items() if col == "depth" or col in table]
 DEPTH_COLOURS = ["#ffffff", "#4c78a8", "#72b7b2", "#eeca3b", "#f58518", "#e45756", "#b279a2", "#9d755d"]
 _CLUSTER_COL = re.compile(r"^(?:(?P<field>.+)\.)?cluster_depth_(?P<depth>\d+)$")
 
@@ -129,9 +136,10 @@ def node_errors(clusters_by_depth: dict[int, np.ndarray], graded: np.ndarray, co
 
 
 def node_table(tree: ClusterTree, names: dict[str, str], descriptions: dict[str, str] | None = None,
-               errors: pd.DataFrame | None = None) -> pd.DataFrame:
+               errors: pd.DataFrame | None = None, stability: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per node (root first, then breadth first): id, name, parent, depth, size, noise,
-    noise_share, coherence, leaf_reason, description and, with ``errors``, n_outputs/errors/error_rate."""
+    noise_share, coherence, leaf_reason, description; with ``errors``, n_outputs/errors/error_rate;
+    with ``stability`` (cluster_ensemble.py), its per-node stability."""
     labels = display_names(tree, names)
     order = sorted(tree.nodes, key=lambda i: (tree.nodes[i].depth, [int(p) for p in i.split(".")] if i != ROOT else []))
     rows = []
@@ -142,6 +150,8 @@ def node_table(tree: ClusterTree, names: dict[str, str], descriptions: dict[str,
                      "coherence": np.nan if n.coherence is None else float(n.coherence),
                      "children": len(n.children), "leaf_reason": n.leaf_reason or "",
                      "description": (descriptions or {}).get(nid, "")})
+        if stability is not None:
+            rows[-1]["stability"] = float(stability.get(nid, np.nan) if nid != ROOT else np.nan)
     return with_errors(pd.DataFrame(rows), errors)
 
 
@@ -198,7 +208,9 @@ def node_colours(table: pd.DataFrame, colour_by: str) -> list[str]:
     if col == "depth":
         return [DEPTH_COLOURS[(d + 1) % len(DEPTH_COLOURS)] for d in table["depth"]]
     vals = table[col].to_numpy(dtype=float) if col in table else np.full(len(table), np.nan)
-    if col == "coherence":
+    if col == "stability":
+        lo, hi = 0.0, 1.0
+    elif col == "coherence":
         lo, hi = -0.1, 0.5  # silhouettes of real text clusters live here; fixed so colours compare across trees
     elif col == "error_rate":  # diverging around the overall rate (the root's), symmetric
         centre = float(table.loc[table["id"] == ROOT, col].iloc[0]) if (table["id"] == ROOT).any() else float(np.nanmean(vals))
@@ -219,12 +231,13 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
     the browser (for the standalone report)."""
     if kind not in TREE_KINDS:
         raise ValueError(f"kind must be one of {TREE_KINDS}")
-    colour_keys = [c for c in COLOUR_BY if c != "error rate" or "error_rate" in table]
+    colour_keys = colour_options(table)
     hover = []
     for r in table.itertuples():
         lines = [f"<b>{html.escape(r.id)}  {html.escape(r.name)}</b>" if r.id != ROOT else "<b>corpus</b>",
                  f"n = {r.size}" + (f" · noise {r.noise} ({r.noise_share:.0%})" if r.noise else "")
-                 + ("" if np.isnan(r.coherence) else f" · coherence {r.coherence:.2f}")]
+                 + ("" if np.isnan(r.coherence) else f" · coherence {r.coherence:.2f}")
+                 + ("" if not np.isfinite(getattr(r, "stability", np.nan)) else f" · stability {r.stability:.2f}")]
         if "error_rate" in table and getattr(r, "n_outputs", 0):
             lines.append(f"model outputs here: {r.n_outputs}, wrong {r.errors} ({r.error_rate:.0%})")
         lines += ["— " + _wrap(s) for s in samples.get(r.id, [])]

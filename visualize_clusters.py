@@ -226,7 +226,10 @@ def load_exploration(cfg: ExperimentConfig, annotations: Path | None = None, fie
                          f"annotate_with_clusters.py with --correct-field FIELD")
         else:
             errors = output_errors(ann, field_label, correct_field)
-    table = ex_.node_table(tree, names, desc, errors)
+    from ensemble_registry import latest_stability
+
+    stab = latest_stability(cfg.cache_dir, tree_sd.key)
+    table = ex_.node_table(tree, names, desc, errors, stab.mean if stab is not None else None)
     return Exploration(cfg, tree, tree_sd.path, ex_.display_names(tree, names), table,
                        ex_.hover_samples(tree, texts, v.hover_samples, v.preview_chars), texts,
                        chunks.column("chunk_id").to_pylist(), chunks.column("doc_id").to_pylist(),

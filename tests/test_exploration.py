@@ -168,3 +168,20 @@ def test_map_keeps_regions_apart_and_places_unfitted_points_near_their_region():
     assert knn.score(coords[rest], yc[rest]) >= 0.95
     tiny, _ = fit_map(X[:5], 200, 15, 0.1, 0)  # too few for UMAP: principal axes
     assert tiny.shape == (5, 2) and np.isfinite(tiny).all()
+
+
+def test_stability_column_and_colours(tree):
+    plain = ex_.node_table(tree, {})
+    assert "stability" not in plain and "stability" not in ex_.colour_options(plain)
+    ids = [i for i in plain["id"] if i != ROOT]
+    stab = {i: (1.0 if k % 2 else 0.1) for k, i in enumerate(ids)}
+    table = ex_.node_table(tree, {}, stability=stab)
+    assert "stability" in ex_.colour_options(table)
+    assert np.isnan(table.set_index("id").loc[ROOT, "stability"])
+    colours = dict(zip(table["id"], ex_.node_colours(table, "stability")))
+    stable = [colours[i] for i in ids if stab[i] == 1.0]
+    unstable = [colours[i] for i in ids if stab[i] == 0.1]
+    assert len(set(stable)) == 1 and len(set(unstable)) == 1 and stable[0] != unstable[0]
+    assert colours[ROOT] == ex_.NA_COLOUR
+    fig = ex_.tree_figure(table, {}, "sunburst", "stability", switches=True)
+    assert any("stability" in (b.label or "") for m in fig.layout.updatemenus for b in m.buttons)
