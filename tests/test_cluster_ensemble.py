@@ -212,8 +212,7 @@ def meta_key(sd: Path) -> str:
     return json.loads((sd / "config.json").read_text())["key"]
 
 
-@pytest.mark.slow
-def test_ray_engine_gives_the_same_trees_as_local():
+def test_ray_engine_gives_the_same_trees_as_local():  # ~35 s, mostly Ray start-up; in CI (ray is a dev extra)
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'corpus-proximity[ray]')")
     X, _, _ = planted_hierarchy(**PLANTED)
     specs = ce.plan_runs(EnsembleConfig(runs=2, vary="both"), CC.seed)
