@@ -1,9 +1,10 @@
 """Stage 3: embeddings → recursive cluster tree (``tree.json`` + ``tree_arrays.npz``).
 
 At every node UMAP is re-fitted on that node's members only and the projection is
-re-clustered (HDBSCAN, or k-means by silhouette); a child is split again only if it is
-incoherent (mean silhouette below ``silhouette_threshold``), shallower than ``max_depth`` and
-large enough. ``min_cluster_size`` decays with depth; noise stays on its node, never forced.
+re-clustered: HDBSCAN below the root; at the root, by default, k-means by silhouette with k at
+most HDBSCAN's cluster count (``ClusteringConfig.root_clusterer``). A child is split again only
+if it is incoherent (mean silhouette below ``silhouette_threshold``), shallower than
+``max_depth`` and large enough. ``min_cluster_size`` decays with depth; noise stays on its node, never forced.
 
     python cluster_corpus.py configs/clustering_01_tiny.py [--export-labels labels.csv]
 

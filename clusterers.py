@@ -1,6 +1,7 @@
 """The swappable parts of a node split: a reducer (UMAP or identity) and a clusterer
-(HDBSCAN, or k-means with k chosen by silhouette), each behind one small protocol and chosen
-by name in :class:`config.ClusteringConfig`."""
+(HDBSCAN, k-means with k chosen by silhouette, or hybrid: that k-means with k at most
+HDBSCAN's cluster count), each behind one small protocol and chosen by name in
+:class:`config.ClusteringConfig`."""
 
 from __future__ import annotations
 
@@ -127,6 +128,31 @@ class KMeansSilhouetteClusterer:
         return best.astype(np.int64)
 
 
+class HybridClusterer:
+    """k-means by silhouette with k at most the number of clusters HDBSCAN finds on the same points.
+
+    HDBSCAN's count bounds how many dense regions the projection holds; a coarse level has at
+    most that many groups, and k-means by silhouette picks the best-separated grouping within
+    the bound, with no noise. Unbounded, silhouette in a UMAP projection keeps rising with k
+    when the projection shows fine-level blobs (k-means then cuts the blobs, not the regions);
+    HDBSCAN alone over-splits real corpora into density pockets. Where HDBSCAN finds fewer than
+    two clusters its labels are returned: no structure, and ``fallback`` decides as for HDBSCAN."""
+
+    name = "hybrid"
+
+    def __init__(self, min_samples: int, backend: str, kmax: int):
+        self.min_samples = min_samples
+        self.backend = backend
+        self.kmax = kmax
+
+    def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+        density = HDBSCANClusterer(self.min_samples, self.backend).fit_predict(X, min_cluster_size, seed)
+        k_density = len(np.unique(density[density >= 0]))
+        if k_density < 2:
+            return density
+        return KMeansSilhouetteClusterer(min(self.kmax, k_density)).fit_predict(X, min_cluster_size, seed)
+
+
 def make_reducer(cfg: ClusteringConfig) -> Reducer:
     return UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.umap_fit_sample)
 
@@ -136,4 +162,6 @@ def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:
         return HDBSCANClusterer(cfg.hdbscan_min_samples, cfg.hdbscan_backend)
     if name == "kmeans":
         return KMeansSilhouetteClusterer(cfg.kmeans_kmax)
+    if name == "hybrid":
+        return HybridClusterer(cfg.hdbscan_min_samples, cfg.hdbscan_backend, cfg.kmeans_kmax)
     raise ValueError(f"unknown clusterer {name!r}")

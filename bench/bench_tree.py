@@ -3,9 +3,10 @@
 Ours is :func:`cluster_corpus.recursive_cluster`. The peer, measured in the same run on the same
 vectors, is what most topic pipelines do: one UMAP fit on *all* vectors with our root's reducer
 (``make_reducer``: n_components, n_neighbors, min_dist, cosine, seed; no fit sample), then our
-HDBSCAN (``make_clusterer``, same backend) once with the root's ``min_cluster_size``. With the
-default config and N <= ``umap_fit_sample`` the peer's labels are our depth-0 split, so the time
-ratio is the price of the levels below it.
+HDBSCAN (``make_clusterer``, same backend) once with the root's ``min_cluster_size``. With
+``root_clusterer="hdbscan"`` and N <= ``umap_fit_sample`` the peer's labels are our depth-0 split,
+so the time ratio is the price of the levels below it; the default root (``hybrid``) runs that
+HDBSCAN and then k-means by silhouette for k up to its count, in the same projection.
 
 Data: unit-sphere 384-d float32 vectors with a planted hierarchy (10 coarse regions × 5 fine
 blobs, seeded) for each ``--sizes`` N, and optionally a config's real embeddings (``--corpus``,

@@ -59,13 +59,17 @@ from quality_metrics import cut_hierarchy, hierarchy_consistency, level_scores  
 
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("ours", "bertopic", "evoc", "global2", "kmeans-oracle")
-SWEEP = (
+SWEEP = (  # ours under the default root (hybrid) and the root candidates it was chosen against
+    ["clustering.root_clusterer=hdbscan"],
+    ["clustering.root_clusterer=kmeans"],
+    ["clustering.root_clusterer=kmeans", "clustering.kmeans_kmax=8"],
+    ["clustering.root_clusterer=kmeans", "clustering.kmeans_kmax=10"],
     ["clustering.hdbscan_min_samples=5"],
     ["clustering.hdbscan_min_samples=3"],
     ["clustering.base_pct=0.02"],
-    ["clustering.base_pct=0.02", "clustering.hdbscan_min_samples=5"],
-    ["clustering.root_clusterer=kmeans"],
-    ["clustering.root_clusterer=kmeans", "clustering.base_pct=0.02", "clustering.hdbscan_min_samples=5"],
+    ["clustering.root_clusterer=hdbscan", "clustering.hdbscan_min_samples=5"],
+    ["clustering.seed=1"],
+    ["clustering.root_clusterer=hdbscan", "clustering.seed=1"],
 )
 
 

@@ -6,6 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from cluster_corpus import _add_children, coherence_per_cluster, min_cluster_size, recursive_cluster
 from cluster_tree import ROOT, ClusterTree, Node
+from clusterers import make_clusterer
 from config import ClusteringConfig
 from errors import InputError
 from conftest import planted_hierarchy, small_clustering
@@ -135,7 +136,8 @@ def test_kmeans_root_and_fallback(planted):
     X, yc, _, tree = planted
     assert tree.root.method == "kmeans" and len(tree.root.noise) == 0  # k-means leaves no noise
     assert {tree.nodes[c].method for c in tree.root.children} == {"hdbscan"}
-    # one uniform cloud: HDBSCAN finds no structure; the k-means fallback still splits it
+    # one uniform cloud: HDBSCAN (so the default hybrid root) finds no structure; the k-means
+    # fallback still splits it
     rng = np.random.default_rng(0)
     cloud = rng.normal(size=(300, 8))
     cloud = (cloud / np.linalg.norm(cloud, axis=1, keepdims=True)).astype(np.float32)
@@ -144,6 +146,57 @@ def test_kmeans_root_and_fallback(planted):
                                                    fallback="kmeans"))
     assert plain.root.leaf_reason == "no_structure" and plain.n_depths == 0
     assert fb.root.method == "kmeans-fallback" and fb.n_depths == 1
+
+
+def _regions(n_coarse, n_fine, per, coarse_sep, fine_sep, spread, seed=0):
+    """2-d regions on a circle of radius ``coarse_sep``, each holding ``n_fine`` sub-blobs on a
+    circle of radius ``fine_sep``: fast, deterministic stand-ins for a root's UMAP projection."""
+    rng = np.random.default_rng(seed)
+    xs, yc = [], []
+    for c in range(n_coarse):
+        centre = coarse_sep * np.array([np.cos(2 * np.pi * c / n_coarse), np.sin(2 * np.pi * c / n_coarse)])
+        for f in range(n_fine):
+            off = fine_sep * np.array([np.cos(2 * np.pi * f / n_fine), np.sin(2 * np.pi * f / n_fine)])
+            xs.append(centre + off + spread * rng.normal(size=(per, 2)))
+            yc += [c] * per
+    return np.concatenate(xs).astype(np.float32), np.array(yc)
+
+
+def _n_clusters(labels):
+    return len(set(labels[labels >= 0].tolist()))
+
+
+def test_hybrid_root_takes_the_coarse_level_where_either_parent_method_misses_it():
+    cfg = small_clustering(kmeans_kmax=30)
+    fit = {m: make_clusterer(m, cfg) for m in ("hdbscan", "kmeans", "hybrid")}
+    # Real-corpus shape: 3 regions, each 3 overlapping density pockets. HDBSCAN takes the pockets
+    # (7 clusters), the silhouette prefers the regions; hybrid keeps k-means' answer.
+    X, yc = _regions(3, 3, 80, coarse_sep=10.0, fine_sep=1.0, spread=0.3)
+    hd, km, hy = (fit[m].fit_predict(X, 30, 3) for m in ("hdbscan", "kmeans", "hybrid"))
+    assert _n_clusters(hd) > 3 and adjusted_rand_score(yc, hd) < 0.8
+    assert _n_clusters(hy) == 3 and adjusted_rand_score(yc, hy) == 1.0 and (hy >= 0).all()
+    # Planted shape: 6 regions of 5 tight blobs smaller than min_cluster_size. The silhouette
+    # keeps rising with k (k-means cuts blobs: k = 20, the cap n // min_cluster_size); HDBSCAN
+    # sees the 6 regions, and its count bounds hybrid's k.
+    X, yc = _regions(6, 5, 20, coarse_sep=6.0, fine_sep=1.5, spread=0.05)
+    hd, km, hy = (fit[m].fit_predict(X, 30, 3) for m in ("hdbscan", "kmeans", "hybrid"))
+    assert _n_clusters(km) == 20 and adjusted_rand_score(yc, km) < 0.6
+    assert _n_clusters(hy) <= _n_clusters(hd)
+    assert adjusted_rand_score(yc, hy) == 1.0 and (hy >= 0).all()
+
+
+def test_hybrid_is_the_default_root_and_leaves_no_root_noise(planted):
+    X, yc, _, _ = planted
+    tree = recursive_cluster(X, small_clustering(max_depth=1))
+    density = recursive_cluster(X, small_clustering(max_depth=1, root_clusterer="hdbscan"))
+    assert ClusteringConfig().root_clusterer == "hybrid" and tree.root.method == "hybrid"
+    assert len(tree.root.noise) == 0
+    # Here the fine blobs exceed min_cluster_size, so HDBSCAN takes them as the top level and
+    # hybrid, bounded by its count, cannot do coarser than the silhouette allows; it never
+    # mixes regions, though, and never has more top clusters than HDBSCAN.
+    assert len(tree.at_depth(0)) <= len(density.at_depth(0))
+    d0 = tree.labels_at_depth(0)
+    assert all(len(set(yc[d0 == c].tolist())) == 1 for c in set(d0.tolist()))
 
 
 def test_max_depth_one_makes_single_level(planted):
