@@ -38,6 +38,7 @@ from cache import StageDir, atomic_write_json, atomic_writer, stage_key
 from cluster_stats import analyze_clusters
 from cluster_tree import ClusterTree
 from config import ExperimentConfig, to_dict
+from corpus import read_jsonl
 from corpus_index import (Assignment, ExactSearch, IVFSearch, NearestChunkSearch, assign_to_clusters,
                           nearest_chunks)
 from embedders import SentenceTransformerEmbedder, default_prefixes, resolve_model_dir
@@ -88,13 +89,7 @@ def load_results(path: Path) -> list[dict]:
         raise InputError(f"--results: {path} does not exist; give a JSONL/CSV/Parquet file of model outputs")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        rows = read_jsonl(path)
     elif suffix in (".csv", ".parquet"):
         import pandas as pd
 

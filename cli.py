@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from rich.console import Console
 
@@ -28,3 +29,21 @@ def resolve(args: argparse.Namespace) -> ExperimentConfig:
         console.print(f"[bold]config[/bold] {args.config}" + (f"  overrides: {args.overrides}" if args.overrides else ""))
         console.print_json(json.dumps(to_dict(cfg)))
     return cfg
+
+
+def api_key(env_name: str, base_url: str | None, local: bool, what: str, alternative: str) -> str:
+    """The API key from the environment or `.env` (never from a config). The OpenAI API (no
+    ``base_url``) needs one; local servers (vLLM, llama.cpp, Ollama) accept any unless started
+    with one. The error names ``what`` needs it and the ``alternative`` to a key."""
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    key = os.environ.get(env_name)
+    if key:
+        return key
+    if base_url is None and not local:
+        from errors import InputError
+
+        raise InputError(f"{what} with the OpenAI API needs a key: set {env_name} in the environment or in .env "
+                         f"(or {alternative})")
+    return "not-needed"

@@ -102,15 +102,7 @@ def _load_file(p: Path, cfg: CorpusConfig) -> list[dict]:
 
                 df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
             else:
-                rows = []
-                for i, line in enumerate(text.splitlines(), 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise InputError(f"{p}:{i}: not valid JSON ({e.msg}); each line must be "
-                                             f"one JSON object") from None
-                df = pd.DataFrame(rows)
+                df = pd.DataFrame(parse_jsonl(text, p))
     except InputError:
         raise
     except Exception as e:  # pyarrow/pandas parse errors: name the file, keep one line
@@ -210,19 +202,42 @@ def _stdlib_docstrings(package: str, min_chars: int) -> list[dict]:
     docs = []
     for f in files:
         module = ".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
-        try:
-            tree = ast.parse(f.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        for qualname, node in _documented(tree, module):
-            doc = ast.get_docstring(node)
-            if doc and len(doc) >= min_chars:
-                kind = "module" if isinstance(node, ast.Module) else \
-                    "class" if isinstance(node, ast.ClassDef) else "function"
-                docs.append({"doc_id": f"py/{qualname}", "text": f"{qualname}\n\n{doc}",
-                             "metadata": {"source": "python-docs", "topic": package,
-                                          "module": module, "kind": kind}})
+        for qualname, kind, doc in file_docstrings(f, module, min_chars):
+            docs.append({"doc_id": f"py/{qualname}", "text": f"{qualname}\n\n{doc}",
+                         "metadata": {"source": "python-docs", "topic": package, "module": module, "kind": kind}})
     return docs
+
+
+def file_docstrings(path: Path, module: str, min_chars: int) -> list[tuple[str, str, str]]:
+    """(qualified name, module/class/function, docstring) of every docstring of at least
+    ``min_chars`` in one Python source file; [] for a file that does not parse."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError):
+        return []
+    out = []
+    for qualname, node in _documented(tree, module):
+        doc = ast.get_docstring(node)
+        if doc and len(doc) >= min_chars:
+            kind = "module" if isinstance(node, ast.Module) else "class" if isinstance(node, ast.ClassDef) else "function"
+            out.append((qualname, kind, doc))
+    return out
+
+
+def parse_jsonl(text: str, path: Path) -> list:
+    """One JSON value per non-blank line; a bad line is an InputError naming ``path:line``."""
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{i}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+    return rows
+
+
+def read_jsonl(path: Path) -> list:
+    return parse_jsonl(Path(path).read_text(encoding="utf-8"), path)
 
 
 def _documented(tree: ast.Module, module: str):

@@ -14,13 +14,13 @@ ignored ("$1,000.00 dollars" == 1000), simple fractions are evaluated ("3/4" and
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+from corpus import read_jsonl
 from errors import InputError
 
 GSM8K_HUB = "openai/gsm8k"
@@ -135,7 +135,7 @@ def load_gsm8k(path: str | Path | None, split: str = "test", limit: int | None =
         if not p.is_file():
             raise InputError(f"rollout.data_path: {p} does not exist; give GSM8K's {split}.jsonl "
                              f"(from {GSM8K_SOURCE}) or the folder holding it")
-        rows, source = _read_jsonl(p), p.stem
+        rows, source = read_jsonl(p), p.stem
     out = []
     for i, r in enumerate(rows[:limit] if limit else rows):
         if not isinstance(r, dict) or not isinstance(r.get("question"), str) or not isinstance(r.get("answer"), str):
@@ -148,17 +148,6 @@ def load_gsm8k(path: str | Path | None, split: str = "test", limit: int | None =
     for s in out[:1]:
         s.reference  # fail early on a file that is not GSM8K
     return out
-
-
-def _read_jsonl(p: Path) -> list[dict]:
-    rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p}:{i}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 def _from_hub(split: str) -> list[dict]:

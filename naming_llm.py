@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -32,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+import cli
 from cache import atomic_write_json, canonical_json
 from cluster_tree import ROOT, ClusterTree
 from config import NamingConfig
@@ -224,17 +224,8 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 def resolve_api_key(cfg: NamingConfig, local: bool = False) -> str:
-    """The key from the environment or `.env`; local servers (a base_url) may need none."""
-    from dotenv import load_dotenv
-
-    load_dotenv(override=False)
-    key = os.environ.get(cfg.api_key_env)
-    if key:
-        return key
-    if cfg.base_url is None and not local:
-        raise InputError(f"naming.namer=llm with the OpenAI API needs a key: set {cfg.api_key_env} in the "
-                         f"environment or in .env (or point naming.base_url at a local server)")
-    return "not-needed"  # llama.cpp, vLLM and Ollama accept any key unless started with one
+    return cli.api_key(cfg.api_key_env, cfg.base_url, local, "naming.namer=llm",
+                       "point naming.base_url at a local server")
 
 
 class LLMCaller:

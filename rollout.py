@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -37,6 +36,7 @@ import cli
 from cache import atomic_write_json, atomic_writer, canonical_json
 from config import ExperimentConfig, RolloutConfig
 from errors import InputError, cli_errors
+from corpus import read_jsonl
 from evals import Sample, load_gsm8k
 
 CALL_VERSION = 1
@@ -71,12 +71,11 @@ def write_rollouts(path: Path, rollouts: Sequence[Rollout]) -> None:
 
 def read_rollouts(path: Path) -> list[Rollout]:
     out = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(dacite.from_dict(Rollout, json.loads(line), config=dacite.Config(strict=True)))
-            except (json.JSONDecodeError, dacite.DaciteError) as e:
-                raise InputError(f"{path}:{i}: not a rollout ({e})") from None
+    for i, row in enumerate(read_jsonl(path), 1):
+        try:
+            out.append(dacite.from_dict(Rollout, row, config=dacite.Config(strict=True)))
+        except dacite.DaciteError as e:
+            raise InputError(f"{path}: record {i} is not a rollout ({e})") from None
     return out
 
 
@@ -95,16 +94,8 @@ def call_key(messages: list[dict], cfg: RolloutConfig, model: str, sample_index:
 
 
 def resolve_api_key(cfg: RolloutConfig, local: bool) -> str:
-    from dotenv import load_dotenv
-
-    load_dotenv(override=False)
-    key = os.environ.get(cfg.api_key_env)
-    if key:
-        return key
-    if cfg.base_url is None and not local:
-        raise InputError(f"rollouts against the OpenAI API need a key: set {cfg.api_key_env} in the environment "
-                         f"or .env (or point rollout.base_url at a local server, or use --local-llm)")
-    return "not-needed"
+    return cli.api_key(cfg.api_key_env, cfg.base_url, local, "rollout.model",
+                       "point rollout.base_url at a local server, or use --local-llm")
 
 
 class _Caller:

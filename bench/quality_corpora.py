@@ -16,7 +16,6 @@ carries its document's labels.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import sys
@@ -33,7 +32,7 @@ import chunking  # noqa: E402
 import embed_chunks  # noqa: E402
 from cache import atomic_write_text  # noqa: E402
 from config import ExperimentConfig, load_config  # noqa: E402
-from corpus import _documented  # noqa: E402
+from corpus import file_docstrings  # noqa: E402
 
 # (library, its subpackages used as fine labels); ``*_tests`` folders are skipped.
 PYLIBS = {
@@ -101,15 +100,8 @@ def pylibs_docs(per_fine: int, min_chars: int = 200, seed: int = 0) -> list[dict
                 if any(p.startswith("test") or p.endswith("_tests") for p in rel.parts):
                     continue
                 module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
-                try:
-                    tree = ast.parse(f.read_text(encoding="utf-8"))
-                except (SyntaxError, UnicodeDecodeError):
-                    continue
-                for qualname, node in _documented(tree, module):
-                    doc = ast.get_docstring(node)
-                    if doc and len(doc) >= min_chars:
-                        found.append({"id": f"{lib}/{qualname}", "text": f"{qualname}\n\n{doc}",
-                                      "library": lib, "subpackage": sub})
+                found += [{"id": f"{lib}/{qualname}", "text": f"{qualname}\n\n{doc}", "library": lib,
+                           "subpackage": sub} for qualname, _, doc in file_docstrings(f, module, min_chars)]
             if len(found) > per_fine:
                 found = [found[i] for i in np.sort(rng.choice(len(found), per_fine, replace=False))]
             docs += found
