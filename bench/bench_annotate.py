@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -37,7 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cache import atomic_write_json, atomic_write_text, package_versions  # noqa: E402
+from bench_tree import _proc_kib, machine_info  # noqa: E402
+from cache import atomic_write_json, atomic_write_text  # noqa: E402
 from cluster_tree import ROOT as ROOT_ID, ClusterTree, Node  # noqa: E402
 from config import AnnotationConfig  # noqa: E402
 from corpus_index import ExactSearch, IVFSearch, assign_to_clusters, nearest_centroid_flat  # noqa: E402
@@ -94,10 +94,7 @@ def clustered_corpus(n: int, n_queries: int, seed: int = 2, spread: float = 0.12
 
 
 def _vmhwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return _proc_kib("self", "VmHWM") / 1024
 
 
 def _reset_peak() -> None:
@@ -186,12 +183,12 @@ def main() -> int:
         recall = float(np.mean(np.load(f"{tmp}/exact.npy") == np.load(f"{tmp}/ivf.npy")))
     print(f"  exact {exact['query_s']:.2f} s; IVF build {ivf['build_s']:.1f} s + query {ivf['query_s']:.2f} s; "
           f"recall@1 {recall:.3f}; query speed-up ×{exact['query_s'] / ivf['query_s']:.1f}")
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    machine = machine_info()
+    sha = machine["git_sha"]
     result = {"date": datetime.date.today().isoformat(), "git": sha, "machine": f"{platform.machine()}, "
-              f"{os.cpu_count()} cpus", "outputs": n_out, "leaves": leaves, "corpus": n_corpus,
+              f"{machine['nproc']} cpus", "environment": machine, "outputs": n_out, "leaves": leaves, "corpus": n_corpus,
               "queries": args.queries, "descent": descent, "brute_force": flat,
-              "speedup": flat["seconds"] / descent["seconds"], "exact": exact, "ivf": ivf, "recall_at_1": recall,
-              "versions": package_versions()}
+              "speedup": flat["seconds"] / descent["seconds"], "exact": exact, "ivf": ivf, "recall_at_1": recall}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / f"{result['date']}-{sha}-annotate.json", result)
     md = (f"# Annotation bench ({result['date']}, {sha}, {result['machine']})\n\n"
