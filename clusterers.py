@@ -30,13 +30,30 @@ class IdentityReducer:
         return np.asarray(X, dtype=np.float32)
 
 
+SMALL_DATA = 4096
+"""umap-learn's cut-over from exact all-pairs neighbours to NN-descent."""
+
+
+def cosine_distances(X: np.ndarray) -> np.ndarray:
+    """Exact all-pairs cosine distances (float64, zero diagonal, in [0, 2]); zero vectors are at 1."""
+    Y = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(Y, axis=1, keepdims=True)
+    Y = np.divide(Y, norms, out=np.zeros_like(Y), where=norms > 0)
+    D = 1.0 - Y @ Y.T
+    np.clip(D, 0.0, 2.0, out=D)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
 class UMAPReducer:
     """UMAP re-fitted on one node's members (local re-projection), clamped for small nodes.
 
     Above ``fit_sample`` members it is fitted on a deterministic sample and the rest are
     transformed, which bounds its cost on large nodes."""
 
-    def __init__(self, n_components: int, n_neighbors: int, min_dist: float, fit_sample: int | None):
+    def __init__(self, n_components: int, n_neighbors: int, min_dist: float, fit_sample: int | None,
+                 n_epochs: int | None = None):
+        self.n_epochs = n_epochs
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
@@ -48,13 +65,22 @@ class UMAPReducer:
         n, d = X.shape
         n_components = max(2, min(self.n_components, d, n - 2))
         n_neighbors = max(2, min(self.n_neighbors, n - 1))
+        fit_n = n if self.fit_sample is None else min(n, self.fit_sample)
+        # Below SMALL_DATA points UMAP finds exact neighbours with sklearn's pairwise_distances
+        # over its numba cosine *as a Python callable*: one interpreted call per pair (~10 s at
+        # 4,000 points, most of a tree's time, as nodes below the root are mostly this small).
+        # The same exact cosine distances from one BLAS product, handed over as "precomputed".
+        small = fit_n < SMALL_DATA
         model = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=self.min_dist,
-                          metric="cosine", random_state=seed, n_jobs=1, low_memory=True,
-                          init="spectral" if n > 4 * n_neighbors else "random")
+                          metric="precomputed" if small else "cosine", random_state=seed, n_jobs=1,
+                          low_memory=True, init="spectral" if n > 4 * n_neighbors else "random",
+                          n_epochs=self.n_epochs)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning)
             warnings.filterwarnings("ignore", category=RuntimeWarning)
-            if self.fit_sample is None or n <= self.fit_sample:
+            if small:
+                return model.fit_transform(cosine_distances(X)).astype(np.float32)
+            if fit_n == n:
                 return model.fit_transform(X).astype(np.float32)
             rng = np.random.default_rng(seed)
             fit_idx = np.sort(rng.choice(n, self.fit_sample, replace=False))
@@ -140,21 +166,51 @@ class HybridClusterer:
 
     name = "hybrid"
 
-    def __init__(self, min_samples: int, backend: str, kmax: int):
+    def __init__(self, min_samples: int, backend: str, kmax: int, noise: str = "assign", extent: float = 0.95):
         self.min_samples = min_samples
         self.backend = backend
         self.kmax = kmax
+        self.noise = noise
+        self.extent = extent
 
     def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
         density = HDBSCANClusterer(self.min_samples, self.backend).fit_predict(X, min_cluster_size, seed)
         k_density = len(np.unique(density[density >= 0]))
         if k_density < 2:
             return density
-        return KMeansSilhouetteClusterer(min(self.kmax, k_density)).fit_predict(X, min_cluster_size, seed)
+        kmeans = KMeansSilhouetteClusterer(min(self.kmax, k_density))
+        if self.noise == "assign":
+            return kmeans.fit_predict(X, min_cluster_size, seed)
+        # "outliers": regions are fitted on the points HDBSCAN clustered; a point it left as noise
+        # joins the nearest region only inside that region's extent (the ``extent`` quantile of its
+        # members' distances to the centre), otherwise it stays noise: nothing is forced.
+        dense = np.flatnonzero(density >= 0)
+        labels = np.full(len(X), -1, dtype=np.int64)
+        labels[dense] = kmeans.fit_predict(X[dense], min_cluster_size, seed)
+        return attach_inside(X, labels, self.extent)
+
+
+def attach_inside(X: np.ndarray, labels: np.ndarray, extent: float) -> np.ndarray:
+    """Give each noise point (-1) the nearest cluster's label when it lies within that cluster's
+    extent: the ``extent`` quantile of its members' Euclidean distances to their mean. Others stay -1."""
+    labels = labels.copy()
+    ks = np.unique(labels[labels >= 0])
+    noise = np.flatnonzero(labels < 0)
+    if len(ks) == 0 or len(noise) == 0:
+        return labels
+    centres = np.stack([X[labels == k].mean(axis=0) for k in ks])
+    radius = np.array([np.quantile(np.linalg.norm(X[labels == k] - c, axis=1), extent)
+                       for k, c in zip(ks, centres)])
+    d = np.linalg.norm(X[noise, None, :] - centres[None], axis=2)
+    near = d.argmin(axis=1)
+    inside = d[np.arange(len(noise)), near] <= radius[near]
+    labels[noise[inside]] = ks[near[inside]]
+    return labels
 
 
 def make_reducer(cfg: ClusteringConfig) -> Reducer:
-    return UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.umap_fit_sample)
+    return UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.umap_fit_sample,
+                       cfg.umap_n_epochs)
 
 
 def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:
@@ -163,5 +219,5 @@ def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:
     if name == "kmeans":
         return KMeansSilhouetteClusterer(cfg.kmeans_kmax)
     if name == "hybrid":
-        return HybridClusterer(cfg.hdbscan_min_samples, cfg.hdbscan_backend, cfg.kmeans_kmax)
+        return HybridClusterer(cfg.hdbscan_min_samples, cfg.hdbscan_backend, cfg.kmeans_kmax, cfg.hybrid_noise)
     raise ValueError(f"unknown clusterer {name!r}")

@@ -122,6 +122,44 @@ def test_silhouette_gate_splits_only_incoherent_children():
     assert all(n.leaf_reason == "coherent" for n in low.at_depth(0))
 
 
+def test_default_gate_zooms_into_separated_regions_that_hold_sub_blobs():
+    # Regions of three tight blobs each: well separated from their siblings (coherence far above
+    # the seed's .3), yet not homogeneous. The default gate splits them into their blobs; the
+    # seed's .3 stopped at the regions, which is how the planted bench lost its fine level.
+    X, coarse, fine = planted_hierarchy(n_coarse=3, n_fine=3, per_fine=60, dim=24, spread=0.03, seed=4)
+    gate = dict(root_clusterer="kmeans", kmeans_space="raw")
+    tree = recursive_cluster(X, small_clustering(**gate))
+    assert ClusteringConfig().silhouette_threshold == small_clustering().silhouette_threshold
+    regions = tree.at_depth(0)
+    assert len(regions) == 3 and min(n.coherence for n in regions) > 0.3
+    assert all(len(n.children) == 3 for n in regions)
+    assert adjusted_rand_score(fine, tree.labels_at_depth(1)) > 0.95
+    seed_gate = recursive_cluster(X, small_clustering(silhouette_threshold=0.3, **gate))
+    assert all(n.leaf_reason == "coherent" and not n.children for n in seed_gate.at_depth(0))
+
+
+def test_hybrid_outliers_keeps_far_noise_and_takes_back_points_inside_a_region():
+    from clusterers import attach_inside
+
+    rng = np.random.default_rng(2)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    X = np.concatenate([c + rng.normal(size=(200, 2)) for c in centres] + [
+        np.array([[30.0, 30.0], [-25.0, 20.0], [5.0, -30.0]])])   # far from every region
+    cfg = ClusteringConfig(hdbscan_min_samples=5)
+    assert (make_clusterer("hybrid", cfg).fit_predict(X, 30, 0) >= 0).all()    # assign: no noise
+    out = make_clusterer("hybrid", replace(cfg, hybrid_noise="outliers")).fit_predict(X, 30, 0)
+    assert (out[600:] == -1).all()                                # far points stay noise
+    for k in range(3):                                            # the regions are the blobs
+        assert len(set(out[200 * k:200 * (k + 1)].tolist())) == 1 and out[200 * k] >= 0
+    # the rule on its own: a noise point at a region's centre joins it, one beyond every
+    # region's 95% extent does not, clustered points keep their labels
+    labels = np.r_[np.repeat([0, 1, 2], 200), -1, -1, -1]
+    Y = np.concatenate([X[:600], centres[1:2] + 0.1, [[5.0, 5.0]], X[600:601]])
+    got = attach_inside(Y, labels, 0.95)
+    assert got[600] == 1 and got[601] == -1 and got[602] == -1 and (got[:600] == labels[:600]).all()
+    assert (attach_inside(Y, labels, 0.0)[600:] == -1).all()     # a zero extent takes nothing back
+
+
 def test_min_cluster_size_formula():
     cfg = ClusteringConfig()  # base .05, decay .7, floor max(10, 50 / 2**depth)
     assert min_cluster_size(10000, 0, cfg) == 500
@@ -241,3 +279,34 @@ def test_identical_tree_across_concurrent_processes(planted):
     outs = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
     expected = json.loads(json.dumps(planted[3].to_json(), sort_keys=True))
     assert all(o == expected for o in outs)
+
+
+def test_small_node_umap_sees_the_exact_cosine_neighbours():
+    # Below umap-learn's 4,096-point cut-over the reducer hands UMAP exact cosine distances from
+    # one matrix product (umap-learn's own path calls its metric once per pair from Python).
+    from clusterers import cosine_distances
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    X[5] = 0.0                                         # a zero vector is at distance 1 from all
+    D = cosine_distances(X)
+    Y = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    ref = np.clip(1.0 - Y.astype(np.float64) @ Y.T.astype(np.float64), 0, 2)
+    np.fill_diagonal(ref, 0)
+    ref[5, :] = ref[:, 5] = 1.0
+    ref[5, 5] = 0.0
+    assert D.dtype == np.float64 and np.allclose(D, ref, atol=1e-9) and np.allclose(D, D.T)
+    from sklearn.metrics.pairwise import cosine_distances as sk
+
+    ok = np.ones(len(X), bool)
+    ok[5] = False
+    assert np.allclose(D[np.ix_(ok, ok)], sk(X[ok].astype(np.float64)), atol=1e-9)
+    # same seed, same projection; the blobs of a planted set stay apart in it
+    Xp, coarse, _ = planted_hierarchy(n_coarse=3, n_fine=1, per_fine=100, dim=24, seed=1)
+    from clusterers import make_reducer
+
+    a = make_reducer(small_clustering()).fit_transform(Xp, 3)
+    b = make_reducer(small_clustering()).fit_transform(Xp, 3)
+    assert np.array_equal(a, b)
+    labels = make_clusterer("hdbscan", small_clustering()).fit_predict(a, 20, 3)
+    assert adjusted_rand_score(coarse, labels) > 0.95

@@ -36,6 +36,9 @@ def test_post_init_rejects_impossible_values():
         ClusteringConfig(hdbscan_min_samples=0)
     with pytest.raises(InputError, match="clustering.decay"):
         ClusteringConfig(decay=1.5)
+    with pytest.raises(InputError, match="clustering.umap_n_epochs"):
+        ClusteringConfig(umap_n_epochs=0)
+    assert apply_overrides(ExperimentConfig(), ["clustering.umap_n_epochs=None"]).clustering.umap_n_epochs is None
 
 
 def test_configs_load_and_are_frozen():
