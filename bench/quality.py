@@ -59,6 +59,7 @@ from quality_metrics import cut_hierarchy, hierarchy_consistency, level_scores  
 
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("ours", "bertopic", "evoc", "global2", "kmeans-oracle")
+CORPORA = ("default", "pylibs", "synthetic")
 SWEEP = (  # ours under the default root (hybrid) and the root candidates it was chosen against
     ["clustering.root_clusterer=hdbscan"],
     ["clustering.root_clusterer=kmeans"],
@@ -196,7 +197,7 @@ def markdown(rows: list[dict], truths: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 40/subpackage, synthetic 3,000")
-    p.add_argument("--corpora", nargs="*", default=["default", "pylibs", "synthetic"])
+    p.add_argument("--corpora", nargs="*", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="clustering.F=V",
                    help="override a ClusteringConfig field for ours (and global2's shared settings)")
@@ -234,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(evaluate("ours", data, cfg_for(data, extra), label))
     machine, table = machine_info(), markdown(rows, truths)
     sha = machine["git_sha"]
-    kind = "quality-sweep" if args.sweep else "quality"  # a sweep does not replace the side-by-side table
+    # a sweep, an override or a subset of methods/corpora does not replace the side-by-side table
+    full = not args.overrides and set(args.methods) == set(METHODS) and set(args.corpora) == set(CORPORA)
+    kind = "quality-sweep" if args.sweep else ("quality" if full else "quality-adhoc")
     out = RESULTS / f"{started:%Y-%m-%d}-{sha}-{kind}.json"
     atomic_write_json(out, {"started": started.isoformat(timespec="seconds"), "argv": sys.argv[1:],
                             "machine": machine, "truth_counts": truths, "rows": rows,
