@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-llm test test-all bench bench-soft install browser clean
+.PHONY: demo demo-llm test test-all bench bench-all bench-soft install browser clean
 
 install: $(STAMP)
 
@@ -54,10 +54,15 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	touch $(BENCH_STAMP)
 
+# quality per level and speed vs N against the peers, side by side (quick modes: < 10 min together)
 bench: $(STAMP) $(BENCH_STAMP)
+	$(PY) bench/quality.py --quick
+	$(PY) bench/speed.py --quick
+
+# also the tree-vs-global and annotation benches
+bench-all: bench
 	$(PY) bench/bench_tree.py --quick
 	$(PY) bench/bench_annotate.py --quick
-	$(PY) bench/quality.py --quick
 
 # streaming soft clustering of activations: throughput vs the GEMM roofline, peak RSS vs budget
 bench-soft: $(STAMP)
