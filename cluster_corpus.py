@@ -33,7 +33,7 @@ from config import ClusteringConfig, ExperimentConfig, semantic_dict, to_dict
 from errors import InputError, cli_errors
 
 STAGE = "tree"
-STAGE_VERSION = 2  # 2: coherence in float64
+STAGE_VERSION = 3  # 2: coherence in float64; 3: split_consistency in tree.json
 
 
 def min_cluster_size(n: int, depth: int, cfg: ClusteringConfig) -> int:
@@ -54,6 +54,7 @@ class Split:
     min_cluster_size: int
     method: str | None
     reason: str | None
+    consistency: float | None = None
 
 
 def split_node(X: np.ndarray, depth: int, cfg: ClusteringConfig, seed: int, is_root: bool) -> Split:
@@ -73,7 +74,12 @@ def split_node(X: np.ndarray, depth: int, cfg: ClusteringConfig, seed: int, is_r
         method = "kmeans-fallback"
     if len(set(labels[labels >= 0].tolist())) < 2:
         return Split(None, mcs, name, "no_structure")
-    return Split(_order_by_size(labels), mcs, method, None)
+    consistency = None
+    if cfg.split_min_consistency > 0:
+        consistency = knn_consistency(X, labels, cfg.split_knn, cfg.silhouette_sample, seed)
+        if consistency < cfg.split_min_consistency:  # UMAP tore a blob the embeddings hold together
+            return Split(None, mcs, method, "no_structure", consistency)
+    return Split(_order_by_size(labels), mcs, method, None, consistency)
 
 
 def _order_by_size(labels: np.ndarray) -> np.ndarray:
@@ -91,7 +97,16 @@ def coherence_per_cluster(X: np.ndarray, labels: np.ndarray, cap: int, seed: int
     """Mean cosine silhouette per cluster on a deterministic, stratified sample (noise excluded)."""
     from sklearn.metrics import silhouette_samples
 
-    rng = np.random.default_rng(seed)
+    ks = np.unique(labels[labels >= 0])
+    sample = _stratified_sample(labels, cap, np.random.default_rng(seed))
+    # float64: float32 sums differ in the last bits between runs under load, which moved
+    # coherence (and so gating) between otherwise identical runs.
+    s = silhouette_samples(np.asarray(X[sample], dtype=np.float64), labels[sample], metric="cosine")
+    return np.array([s[labels[sample] == k].mean() for k in ks])
+
+
+def _stratified_sample(labels: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of clustered points: each cluster in proportion, at least min(size, 20)."""
     ks = np.unique(labels[labels >= 0])
     total = int((labels >= 0).sum())
     picked = []
@@ -99,11 +114,28 @@ def coherence_per_cluster(X: np.ndarray, labels: np.ndarray, cap: int, seed: int
         idx = np.flatnonzero(labels == k)
         take = min(len(idx), max(min(len(idx), 20), int(round(cap * len(idx) / total))))
         picked.append(np.sort(rng.choice(idx, take, replace=False)))
-    sample = np.concatenate(picked)
-    # float64: float32 sums differ in the last bits between runs under load, which moved
-    # coherence (and so gating) between otherwise identical runs.
-    s = silhouette_samples(np.asarray(X[sample], dtype=np.float64), labels[sample], metric="cosine")
-    return np.array([s[labels[sample] == k].mean() for k in ks])
+    return np.concatenate(picked)
+
+
+def knn_consistency(X: np.ndarray, labels: np.ndarray, k: int, cap: int, seed: int) -> float:
+    """How well a split holds in the original space: the share of each member's ``k`` nearest
+    (cosine) neighbours that sit in its own cluster, as lift over chance — 0 = as mixed as random
+    labels of the same sizes, 1 = as pure as the cluster sizes allow. Noise is left out; above
+    ``cap`` points, on a deterministic stratified sample (neighbours within the sample)."""
+    idx = _stratified_sample(labels, cap, np.random.default_rng(seed))
+    lab = labels[idx]
+    n = len(idx)
+    k = min(k, n - 1)
+    Y = np.asarray(X[idx], dtype=np.float64)
+    Y /= np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
+    S = Y @ Y.T
+    np.fill_diagonal(S, -np.inf)
+    nn = np.argpartition(-S, k - 1, axis=1)[:, :k]
+    agree = float((lab[nn] == lab[:, None]).mean())
+    sizes = np.bincount(lab)[lab]  # each point's cluster size
+    chance = float(((sizes - 1) / (n - 1)).mean())
+    best = float((np.minimum(k, sizes - 1) / k).mean())
+    return (agree - chance) / (best - chance) if best > chance else 0.0
 
 
 def _centroid(X: np.ndarray) -> np.ndarray:
@@ -156,7 +188,7 @@ def recursive_cluster(embeddings: np.ndarray, cfg: ClusteringConfig, progress: P
                 splits = parallel(delayed(split_node)(*a) for a in args)
             next_frontier = []
             for nd, sp in zip(frontier, splits):
-                nd.min_cluster_size, nd.method = sp.min_cluster_size, sp.method
+                nd.min_cluster_size, nd.method, nd.split_consistency = sp.min_cluster_size, sp.method, sp.consistency
                 if sp.labels is None:
                     nd.leaf_reason = sp.reason
                     continue

@@ -38,6 +38,8 @@ class Node:
     """How this node was split: hdbscan, kmeans, kmeans-fallback."""
     leaf_reason: str | None = None
     """max_depth, too_small, coherent or no_structure for leaves; None for split nodes."""
+    split_consistency: float | None = None
+    """kNN consistency (original space) of the split found at this node, kept or rejected."""
     centroid: np.ndarray | None = None
     sample_indices: list[int] = field(default_factory=list)
     """Members nearest the centroid, nearest first."""
@@ -88,6 +90,7 @@ class ClusterTree:
                  "n_noise": int(len(n.noise)), "children": n.children,
                  "coherence": None if n.coherence is None else round(float(n.coherence), 6),
                  "min_cluster_size": n.min_cluster_size, "method": n.method, "leaf_reason": n.leaf_reason,
+                 "split_consistency": None if n.split_consistency is None else round(float(n.split_consistency), 6),
                  "sample_indices": n.sample_indices}
             if chunk_ids is not None:
                 d["sample_chunk_ids"] = [chunk_ids[i] for i in n.sample_indices]
@@ -131,7 +134,8 @@ class ClusterTree:
                 members=arr["members"][mo[k]:mo[k + 1]], noise=arr["noise"][no[k]:no[k + 1]],
                 children=list(d["children"]), coherence=d["coherence"],
                 min_cluster_size=d["min_cluster_size"], method=d["method"], leaf_reason=d["leaf_reason"],
-                centroid=arr["centroids"][k], sample_indices=list(d["sample_indices"]))
+                centroid=arr["centroids"][k], sample_indices=list(d["sample_indices"]),
+                split_consistency=d.get("split_consistency"))
         return cls(nodes=nodes, n_points=meta["n_points"], dim=meta["dim"], params=meta.get("params", {}))
 
     def export_labels(self, path: Path, chunk_ids: list[str], doc_ids: list[str]) -> None:

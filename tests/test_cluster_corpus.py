@@ -310,3 +310,42 @@ def test_small_node_umap_sees_the_exact_cosine_neighbours():
     assert np.array_equal(a, b)
     labels = make_clusterer("hdbscan", small_clustering()).fit_predict(a, 20, 3)
     assert adjusted_rand_score(coarse, labels) > 0.95
+
+
+def test_knn_consistency_is_zero_for_random_labels_and_one_for_clean_clusters():
+    from cluster_corpus import knn_consistency
+
+    X, coarse, _ = planted_hierarchy(n_coarse=4, n_fine=1, per_fine=80, dim=16, spread=0.05, seed=2)
+    assert knn_consistency(X, coarse, 15, 3000, 0) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(coarse)
+    assert abs(knn_consistency(X, shuffled, 15, 3000, 0)) < 0.1
+    # noise is left out; a sample below the cap gives the same answer as far as purity goes
+    with_noise = np.where(rng.random(len(coarse)) < 0.2, -1, coarse)
+    assert knn_consistency(X, with_noise, 15, 3000, 0) == pytest.approx(1.0)
+    assert knn_consistency(X, coarse, 15, 120, 0) == pytest.approx(1.0)
+    # size-aware: clusters smaller than k can still score 1; when every point sees every other
+    # one (k >= n - 1) a split cannot be told from chance, and scores 0
+    small = np.r_[np.zeros(12, int), np.ones(12, int)]
+    assert knn_consistency(np.concatenate([X[:12], X[80:92]]), small, 15, 3000, 0) == pytest.approx(1.0)
+    tiny = np.r_[np.zeros(5, int), np.ones(5, int)]
+    assert knn_consistency(np.concatenate([X[:5], X[80:85]]), tiny, 15, 3000, 0) == 0.0
+
+
+def test_splits_that_umap_invents_inside_a_homogeneous_blob_are_rejected(tmp_path):
+    # Three regions, each one homogeneous Gaussian blob. The default gate recurses into them;
+    # UMAP + HDBSCAN then cut each blob into 3-4 clumps, which the original space does not
+    # support (kNN consistency ~.2-.3): with the check they stay leaves, without it they split.
+    X, _, _ = planted_hierarchy(n_coarse=3, n_fine=1, per_fine=400, dim=64, spread=0.05, seed=3)
+    gate = dict(root_clusterer="kmeans", kmeans_space="raw")
+    off = recursive_cluster(X, small_clustering(split_min_consistency=0.0, **gate))
+    assert all(len(n.children) >= 2 for n in off.at_depth(0))
+    on = recursive_cluster(X, small_clustering(**gate))
+    assert ClusteringConfig().split_min_consistency == 0.5
+    assert on.root.split_consistency == pytest.approx(1.0)
+    for n in on.at_depth(0):
+        assert not n.children and n.leaf_reason == "no_structure" and n.split_consistency < 0.5
+    on.save(tmp_path)                                   # kept in tree.json
+    back = ClusterTree.load(tmp_path)
+    assert [back.nodes[i].split_consistency for i in on.nodes] == pytest.approx(
+        [on.nodes[i].split_consistency for i in on.nodes], abs=1e-6)
