@@ -23,7 +23,7 @@ Per method and level: NMI and ARI on all points (noise one label) and on cluster
 share clustered, cluster count; per method: wall time (after an untimed warm-up of each method
 on a small random set so no one pays numba compilation) and hierarchy consistency.
 
-    .venv/bin/python bench/quality.py --quick     # tiny default + pylibs (40/subpackage) + synthetic 3,000
+    .venv/bin/python bench/quality.py --quick     # tiny default + pylibs (25/subpackage) + synthetic 3,000
     .venv/bin/python bench/quality.py             # full default + pylibs (150/subpackage) + synthetic 10,000
     .venv/bin/python bench/quality.py --quick --sweep    # also ours under the lever overrides below
 
@@ -196,7 +196,7 @@ def markdown(rows: list[dict], truths: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 40/subpackage, synthetic 3,000")
+    p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 25/subpackage, synthetic 3,000")
     p.add_argument("--corpora", nargs="*", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="clustering.F=V",
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = load_config(ROOT / "configs" / ("clustering_01_tiny.py" if args.quick else "clustering_02_full.py"))
     loaders = {"default": lambda: load_default(str(ROOT / "configs" / (
                    "clustering_01_tiny.py" if args.quick else "clustering_02_full.py"))),
-               "pylibs": lambda: load_pylibs(40 if args.quick else 150, tiny),
+               "pylibs": lambda: load_pylibs(25 if args.quick else 150, tiny),
                "synthetic": lambda: load_synthetic(100 if args.quick else 333, tiny.clustering)}
     started = datetime.datetime.now()
     datasets = []

@@ -25,7 +25,7 @@ Embedding: the same chunk texts of the default corpus embedded by the stage's pa
 atomic, resumable) and by one ``model.encode(texts, normalize_embeddings=True)`` call on the same
 loaded model, alternating, best of two each; the vectors are checked to agree.
 
-    .venv/bin/python bench/speed.py --quick      # N = 5k, 10k, 20k; 256 texts (make bench)
+    .venv/bin/python bench/speed.py --quick      # N = 5k, 10k; 64 texts (make bench)
     .venv/bin/python bench/speed.py              # N = 10k, 30k, 100k, 300k; 2,048 texts (long on 2 cores)
     .venv/bin/python bench/speed.py --sizes 3000 6000 --methods ours evoc --embed-texts 0
 
@@ -62,7 +62,7 @@ from config import ClusteringConfig, load_config, to_dict  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("ours", "global", "bertopic", "evoc")
 PEERS = METHODS[1:]
-QUICK_SIZES, FULL_SIZES = (5000, 10000, 20000), (10000, 30000, 100000, 300000)
+QUICK_SIZES, FULL_SIZES = (5000, 10000), (10000, 30000, 100000, 300000)
 
 
 # --- the methods: (X, docs, cfg) -> facts about the result ----------------------------------------
@@ -264,7 +264,7 @@ def markdown(results: dict[str, list[dict]], exps: dict, embed: dict | None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="N = 5k, 10k, 20k and 256 texts (make bench)")
+    p.add_argument("--quick", action="store_true", help="N = 5k, 10k and 64 texts (make bench)")
     p.add_argument("--sizes", type=int, nargs="+", help="N to run (default 10k 30k 100k 300k)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--max-seconds", type=float, default=1800.0,
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = sorted(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
-    n_texts = args.embed_texts if args.embed_texts is not None else (256 if args.quick else 2048)
+    n_texts = args.embed_texts if args.embed_texts is not None else (64 if args.quick else 2048)
     cfg = ClusteringConfig()
     started = datetime.datetime.now()
     results = {}
