@@ -11,6 +11,7 @@ import pytest
 import chunking
 import extract_activations
 import soft_cluster
+from soft_cluster_stream import GB, rss_bytes
 from activations import FileSource, Whitening
 from config import ActivationsConfig, SoftClusterConfig
 from errors import InputError
@@ -23,8 +24,10 @@ def act_cfg(small_default_cfg):
         small_default_cfg,
         activations=ActivationsConfig(max_chunks=8, max_seq_length=32, sequences_per_file=3, whiten=True,
                                       whiten_sample=150),
+        # the budget covers the whole pytest process (torch and more already loaded): 1 GB above it
         soft_cluster=SoftClusterConfig(n_clusters=4, init_sample=100, max_points=100, n_epochs=2,
-                                       lda_sample=200, n_exemplars=3, n_random_exemplars=2, context_window=4))
+                                       lda_sample=200, n_exemplars=3, n_random_exemplars=2, context_window=4,
+                                       memory_budget_gb=round(rss_bytes() / GB + 1.0, 2)))
 
 
 def test_extraction_writes_whitened_chunk_files_and_is_cached(act_cfg, capsys):
