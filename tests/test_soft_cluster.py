@@ -261,7 +261,8 @@ def _chunk_file(path, n_seq=3, seq_len=5, d=4, drop=None, nan_at=None, masked_na
 
 
 def _fit_files(paths):
-    return SequentialSoftClustering(2, init_sample=2, max_points=10).fit(FileSource(paths))
+    return SequentialSoftClustering(2, init_sample=2, max_points=10,
+                                    memory_budget_gb=round(rss_bytes() / GB + 1.0, 2)).fit(FileSource(paths))
 
 
 def test_bad_input_names_the_file(tmp_path):
