@@ -70,7 +70,7 @@ class UMAPReducer:
         # over its numba cosine *as a Python callable*: one interpreted call per pair (~10 s at
         # 4,000 points, most of a tree's time, as nodes below the root are mostly this small).
         # The same exact cosine distances from one BLAS product, handed over as "precomputed".
-        small = fit_n < SMALL_DATA
+        small = fit_n == n and n < SMALL_DATA  # "precomputed" cannot transform the rest of a sample
         model = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=self.min_dist,
                           metric="precomputed" if small else "cosine", random_state=seed, n_jobs=1,
                           low_memory=True, init="spectral" if n > 4 * n_neighbors else "random",

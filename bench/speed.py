@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.sizes and min(args.sizes) < 1000:
+        p.error(f"--sizes: each N must be at least 1000 (got {min(args.sizes)}); planted data has 50 blobs")
     sizes = sorted(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
     n_texts = args.embed_texts if args.embed_texts is not None else (64 if args.quick else 2048)
     cfg = ClusteringConfig()
@@ -300,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     table = markdown(results, exps, embed)
     sha = machine["git_sha"]
-    kind = "speed-quick" if args.quick else "speed"  # a quick run does not replace the full table
+    # a quick run does not replace the full table, nor does a run on other sizes or methods
+    adhoc = args.sizes is not None or set(args.methods) != set(METHODS) or args.embed_texts is not None
+    kind = "speed-adhoc" if adhoc else ("speed-quick" if args.quick else "speed")
     out = RESULTS / f"{started:%Y-%m-%d}-{sha}-{kind}.json"
     atomic_write_json(out, {"started": started.isoformat(timespec="seconds"), "argv": sys.argv[1:],
                             "machine": machine, "clustering": to_dict(cfg), "dim": DIM, "results": results,

@@ -349,3 +349,18 @@ def test_splits_that_umap_invents_inside_a_homogeneous_blob_are_rejected(tmp_pat
     back = ClusterTree.load(tmp_path)
     assert [back.nodes[i].split_consistency for i in on.nodes] == pytest.approx(
         [on.nodes[i].split_consistency for i in on.nodes], abs=1e-6)
+
+
+def test_a_small_fit_sample_is_still_a_sample(monkeypatch):
+    # Exact distances are handed over only when UMAP is fitted on every member: with a fit sample
+    # below the cut-over the rest must be transformed, which "precomputed" cannot do.
+    import clusterers
+
+    shapes = []
+    real = clusterers.cosine_distances
+    monkeypatch.setattr(clusterers, "cosine_distances", lambda X: shapes.append(X.shape) or real(X))
+    X, _, _ = planted_hierarchy(n_coarse=2, n_fine=1, per_fine=250, dim=16, seed=0)
+    out = clusterers.UMAPReducer(5, 15, 0.0, fit_sample=200, n_epochs=50).fit_transform(X, 0)
+    assert out.shape == (500, 5) and np.isfinite(out).all() and shapes == []
+    clusterers.UMAPReducer(5, 15, 0.0, fit_sample=None, n_epochs=50).fit_transform(X, 0)
+    assert shapes == [(500, 16)]
