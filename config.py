@@ -517,6 +517,9 @@ class SoftClusterConfig:
     """Peak resident memory to stay under; batch sizes adapt to it (not part of the cache key)."""
     checkpoint_every: int = 10
     """Chunks between checkpoints, so an interrupted run resumes (not part of the cache key)."""
+    n_workers: int = 0
+    """Worker threads of the streaming passes, 0 = one per available core (not part of the cache
+    key: it changes results only by float rounding)."""
     seed: int = 0
     """Seed for the initial centres, the samples and the reservoirs."""
 
@@ -540,6 +543,7 @@ class SoftClusterConfig:
         _check(self.lda_sample >= 10, "soft_cluster.lda_sample", "must be >= 10")
         _check(self.memory_budget_gb > 0, "soft_cluster.memory_budget_gb", "must be > 0")
         _check(self.checkpoint_every >= 1, "soft_cluster.checkpoint_every", "must be >= 1")
+        _check(self.n_workers >= 0, "soft_cluster.n_workers", "must be >= 0 (0 = one per core)")
 
 
 @dataclass(frozen=True)
@@ -640,7 +644,7 @@ class ExperimentConfig:
 
 
 # Fields that never change a stage's result; they are left out of cache keys.
-NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "engine", "ray_address"}
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "n_workers", "engine", "ray_address"}
 
 
 def to_dict(cfg: Any) -> dict:

@@ -1,15 +1,73 @@
-"""numba kernels of the soft clustering's per-row passes over the [rows, k] similarity matrix.
+"""numba kernels of the soft clustering's per-row passes over one tile.
 
-numpy needs several full passes (argmax, subtract, scale, sum, compare, nonzero, sort) where one
-row-parallel loop does; ``nonzero`` alone cost more than the matrix product at k = 512.
+numpy needs several full passes over a block (gather, float16 -> float32 cast, squared norms,
+divide; argmax, subtract, scale, sum, compare, nonzero, sort) where one loop over a tile that
+stays in cache does. numpy's float16 cast alone (~2 ns per element) cost more than the matrix
+products at k = 64, and ``nonzero`` more than the product at k = 512. The kernels are
+single-threaded and release the GIL: ``soft_cluster_tiles`` runs one per worker thread.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
+_F16_MAGIC = np.float32(2.0 ** 112)
 
-@njit(cache=True)
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def load_rows_f16(bits, rows, out, out_bits, sq):
+    """out[i] = float32(x[rows[i]]) and sq[i] = |out[i]|^2, from float16 rows given as their uint16
+    ``bits``; ``out_bits`` is ``out`` viewed as uint32.
+
+    numba has no float16, so the cast is the exact bit construction: the half's exponent and
+    mantissa shifted into a float32 (exponent bits 31 -> 255 for inf/NaN, which then propagate into
+    sq) and multiplied by 2^112, which rebiases normals and turns subnormals into exact values."""
+    m = len(rows)
+    d = bits.shape[1]
+    for i in range(m):
+        r = rows[i]
+        for j in range(d):
+            h = np.uint32(bits[r, j])
+            a = h & np.uint32(0x7FFF)
+            b = (a << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
+            if a >= np.uint32(0x7C00):
+                b |= np.uint32(0x7F800000)
+            out_bits[i, j] = b
+        s = np.float32(0.0)
+        for j in range(d):
+            v = out[i, j] * _F16_MAGIC
+            out[i, j] = v
+            s += v * v
+        sq[i] = s
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def load_rows_f32(x, rows, out, sq):
+    """As :func:`load_rows_f16` for float32 rows."""
+    m = len(rows)
+    d = x.shape[1]
+    for i in range(m):
+        r = rows[i]
+        s = np.float32(0.0)
+        for j in range(d):
+            v = x[r, j]
+            out[i, j] = v
+            s += v * v
+        sq[i] = s
+
+
+def load_rows(x: np.ndarray, rows: np.ndarray, out: np.ndarray, sq: np.ndarray) -> None:
+    """Gather rows ``rows`` of the float16/float32 matrix ``x`` into ``out`` as float32, their
+    squared norms into ``sq`` (NaN/inf there if a row holds any). Rows are not normalised here:
+    the scores divide the [rows, k] products by the norms instead, a pass over k, not d, values."""
+    if x.dtype == np.float16:
+        load_rows_f16(x.view(np.uint16), rows, out, out.view(np.uint32), sq)
+    else:
+        load_rows_f32(x, rows, out, sq)
+
+
+@njit(cache=True, nogil=True)
 def shift_rows(e, inv_t, top, smax):
     """In place: e[i] = (e[i] - max_j e[i, j]) * inv_t; top[i] = argmax, smax[i] = max."""
     n, k = e.shape
@@ -26,11 +84,30 @@ def shift_rows(e, inv_t, top, smax):
             e[i, j] = (e[i, j] - m) * inv_t
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def select_rows(e, threshold, top_m, z, out_c, out_v, out_n):
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def normalise_rows(e, z, row_scale, col_sum):
+    """In place, rows of e = exp(scaled similarities): z[i] = sum_j e[i, j] (float64), memberships
+    m[i, j] = e[i, j] / z[i] added to col_sum[j], e[i, j] = m[i, j] * row_scale[i]."""
+    n, k = e.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(k):
+            s += e[i, j]
+        z[i] = s
+        inv = np.float32(1.0 / s)
+        f = row_scale[i]
+        for j in range(k):
+            v = e[i, j] * inv
+            col_sum[j] += v
+            e[i, j] = v * f
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def select_rows(e, threshold, top_m, z, out_c, out_v, out_n, top, top_v):
     """Rows of e = exp(scaled similarities), unnormalised: z[i] = sum_j e[i, j]; the (at most
     ``top_m``) largest e[i, j] >= threshold * z[i] go to out_c[i, :n] / out_v[i, :n] (memberships,
-    i.e. divided by z), ordered by cluster; out_n[i] = n."""
+    i.e. divided by z), ordered by cluster; out_n[i] = n; top[i] / top_v[i] = the largest
+    membership's cluster and value."""
     n, k = e.shape
     for i in range(n):
         s = 0.0
@@ -39,8 +116,13 @@ def select_rows(e, threshold, top_m, z, out_c, out_v, out_n):
         z[i] = s
         thr = threshold * s
         cnt = 0
+        best = e[i, 0]
+        arg = 0
         for j in range(k):
             v = e[i, j]
+            if v > best:
+                best = v
+                arg = j
             if v >= thr:
                 if cnt < top_m:
                     pos = cnt
@@ -68,4 +150,15 @@ def select_rows(e, threshold, top_m, z, out_c, out_v, out_n):
         for a in range(cnt):
             out_v[i, a] *= inv
         out_n[i] = cnt
+        top[i] = arg
+        top_v[i] = best * inv
 
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def scatter_rows(x, rows, cluster, weight, acc):
+    """acc[cluster[i]] += weight[i] * x[rows[i]] (float64 acc)."""
+    d = x.shape[1]
+    for i in range(len(rows)):
+        r, c, w = rows[i], cluster[i], weight[i]
+        for j in range(d):
+            acc[c, j] += w * x[r, j]

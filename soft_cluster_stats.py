@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+
+import soft_cluster_kernels as kernels
 
 
 class _Stateful:
@@ -226,26 +227,38 @@ class LdaStats(_Stateful):
         self.res_c = np.full(sample, -1, dtype=np.int32)
         self.res_w = np.zeros(sample, dtype=np.float32)
 
-    def add(self, unit: np.ndarray, norms: np.ndarray, rows: np.ndarray, cluster: np.ndarray, weight: np.ndarray,
-            key: np.ndarray) -> None:
-        """Confident positions ``rows`` of a block given as unit vectors and norms (raw = unit * norm,
-        never materialised for the whole block): top cluster, its membership, a uniform key."""
-        if not len(rows):
-            return
-        k = len(self.wsum)
-        onehot = sparse.csr_matrix(((weight * norms[rows]).astype(np.float32), (cluster, rows)),
-                                   shape=(k, len(unit)))
-        self.xsum += onehot @ unit  # [k, d], one pass over the block
-        self.wsum += np.bincount(cluster, weights=weight, minlength=k)
+    def tile(self, x: np.ndarray, rows: np.ndarray, cluster: np.ndarray, weight: np.ndarray,
+             key: np.ndarray, xsum: np.ndarray, below: float) -> tuple[np.ndarray, tuple]:
+        """A worker's share of a tile's confident positions ``rows`` of ``x`` (raw vectors), with
+        their top cluster, its membership and a uniform key: adds their weighted vectors to the
+        worker's float64 ``xsum`` [k, d]; returns (their weights per cluster [k], the reservoir
+        candidates (keys, vectors, clusters, weights) among them: keys below ``below``)."""
+        w = weight.astype(np.float64)
+        kernels.scatter_rows(x, rows, cluster, w, xsum)
+        cand = np.flatnonzero(key < below)
+        raw = x[rows[cand]]
+        return (np.bincount(cluster, weights=w, minlength=len(self.wsum)),
+                (key[cand], raw, cluster[cand], weight[cand]))
+
+    def threshold(self) -> float:
+        """Keys at or above this cannot enter the reservoir any more."""
+        return float(self.res_key.max())
+
+    def add(self, xsum: np.ndarray, wsum: np.ndarray, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray,
+            weight: np.ndarray) -> None:
+        """Merge a chunk: its weighted sums and its reservoir candidates (raw vectors)."""
+        self.xsum += xsum
+        self.wsum += wsum
         cand = np.flatnonzero(key < self.res_key.max())
         if not len(cand):
             return
+        n = len(self.res_key)
         keys = np.concatenate([self.res_key, key[cand]])
-        keep = np.sort(np.argpartition(keys, len(self.res_key) - 1)[:len(self.res_key)])
-        new = keep[keep >= len(self.res_key)]
-        slots = np.setdiff1d(np.arange(len(self.res_key)), keep[keep < len(self.res_key)])
-        src = cand[new - len(self.res_key)]
-        self.res_key[slots], self.res_x[slots] = key[src], unit[rows[src]] * norms[rows[src], None]
+        keep = np.sort(np.argpartition(keys, n - 1)[:n])
+        new = keep[keep >= n]
+        slots = np.setdiff1d(np.arange(n), keep[keep < n], assume_unique=True)
+        src = cand[new - n]
+        self.res_key[slots], self.res_x[slots] = key[src], raw[src]
         self.res_c[slots], self.res_w[slots] = cluster[src], weight[src]
 
 

@@ -21,12 +21,13 @@ from typing import Callable
 
 import numpy as np
 
-from activations import ActivationChunk, ChunkSource, check_finite
+from activations import ActivationChunk, ChunkSource
 from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
 from soft_cluster_stats import ChunkMemberships, Exemplars, LdaStats, UsageStats
-from vmf import StepwiseEM, estep_sums, init_centres, normalize_rows, sample_positions, sparse_memberships
+from soft_cluster_tiles import Tile, TilePool
+from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions, sparse_memberships
 
 GB = 1024 ** 3
 
@@ -72,22 +73,6 @@ def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarra
     if not valid.any():
         raise InputError(f"{chunk.name}: empty chunk (no position left once padding and special tokens are dropped)")
     return valid
-
-
-def iter_rows(chunk: ActivationChunk, flat: np.ndarray, rows: int):
-    """Yield (flat indices, float32 raw vectors, their norms) of the selected positions ``flat``
-    (sorted), block by block; NaN/inf in a selected position is an error naming the file."""
-    seqs = max(1, rows // chunk.seq_len)
-    span = chunk.seq_len
-    for lo, block in chunk.blocks(seqs):
-        a, b = np.searchsorted(flat, [lo * span, (lo + len(block)) * span])
-        if a == b:
-            continue
-        sel = flat[a:b]
-        x = block.reshape(-1, chunk.dim)[sel - lo * span].astype(np.float32, copy=False)
-        sq = np.einsum("ij,ij->i", x, x)
-        check_finite(chunk.name, sel, sq, span)
-        yield sel, x, np.sqrt(sq)
 
 
 def _check_dim(chunk: ActivationChunk, dim: int | None, first: Callable[[], str]) -> None:
@@ -144,11 +129,13 @@ def _init_sample(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray
         take = min(cfg.max_points, cfg.init_sample - have)
         flat = sample_positions(valid_positions(chunk, ignore), take, np.random.default_rng([cfg.seed, 0, i]))
         state = cfg.init_sample * chunk.dim * 8
-        parts += [x for _, x, _ in iter_rows(chunk, flat, plan.rows(chunk, state))]
+        with TilePool(cfg.n_workers, chunk.dim, cfg.n_clusters).running() as pool:
+            parts += [x for per_block in pool.map_chunk(chunk, flat, plan.rows(chunk, state), lambda w, t: t.unit())
+                      for per_worker in per_block for x in per_worker]
         have += len(flat)
         if have >= cfg.init_sample:
             break
-    x = normalize_rows(np.concatenate(parts))
+    x = np.concatenate(parts)
     log(f"phase 1: {cfg.init} init of {cfg.n_clusters} centres on {len(x)} positions (d={x.shape[1]})")
     return init_centres(x, cfg.n_clusters, cfg.init, np.random.default_rng([cfg.seed, 0])), first
 
@@ -177,31 +164,39 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
                        "epoch_shift": np.array(epoch_shift)})
 
     converged = False
-    for epoch in range(epoch0, cfg.n_epochs):
-        for i in range(chunk0 if epoch == epoch0 else 0, len(source)):
-            chunk = source.open(i)
-            _check_dim(chunk, d, lambda: source.open(0).name)
-            flat = sample_positions(valid_positions(chunk, ignore), cfg.max_points,
-                                    np.random.default_rng([cfg.seed, 1, epoch, i]))
-            r, rx, ll = np.zeros(k), np.zeros((k, d)), 0.0
-            for _, x, norms in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
-                x /= np.where(norms > 0, norms, 1)[:, None]
-                br, brx, bll = estep_sums(x, em.centres, inv_t)
-                r, rx, ll = r + br, rx + brx, ll + bll
-            eta, shift = em.update(r / len(flat), rx / len(flat), cfg.step_decay)
-            history.append((epoch, i, em.t, eta, float(shift.max()), float(shift.mean()), ll / len(flat), len(flat)))
-            if (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
-                save(epoch, i + 1)
-        moved = 1.0 - np.einsum("ij,ij->i", start.astype(np.float64), em.centres.astype(np.float64))
-        epoch_shift.append(float(moved.max()))
-        repaired = em.repair(np.random.default_rng([cfg.seed, 4, epoch])) if epoch + 1 < cfg.n_epochs else 0
-        start = em.centres.copy()
-        log(f"phase 1: epoch {epoch + 1}/{cfg.n_epochs}  max centre shift {epoch_shift[-1]:.2e}  "
-            f"loglik/point {history[-1][6]:.4f}" + (f"  {repaired} redundant centres re-seeded" if repaired else ""))
-        save(epoch + 1, 0)
-        if epoch_shift[-1] < cfg.tol and not repaired:
-            converged = True
-            break
+    with TilePool(cfg.n_workers, d, k).running() as pool:
+        rx_parts = np.zeros((pool.n, k, d), dtype=np.float32)  # per worker: float32 sums within a chunk
+        state_bytes += rx_parts.nbytes + pool.nbytes
+        for epoch in range(epoch0, cfg.n_epochs):
+            for i in range(chunk0 if epoch == epoch0 else 0, len(source)):
+                chunk = source.open(i)
+                _check_dim(chunk, d, lambda: source.open(0).name)
+                flat = sample_positions(valid_positions(chunk, ignore), cfg.max_points,
+                                        np.random.default_rng([cfg.seed, 1, epoch, i]))
+                scorer = Scorer(em.centres, inv_t)
+                rx_parts[:] = 0
+                blocks = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes),
+                                        lambda w, t: estep_sums(t.x, t.inv_norm, scorer, rx_parts[w], (t.e, t.kd)))
+                r, ll = np.zeros(k), 0.0
+                for per_block in blocks:
+                    for per_worker in per_block:
+                        for br, bll in per_worker:
+                            r, ll = r + br, ll + bll
+                rx = rx_parts.astype(np.float64).sum(axis=0)
+                eta, shift = em.update(r / len(flat), rx / len(flat), cfg.step_decay)
+                history.append((epoch, i, em.t, eta, float(shift.max()), float(shift.mean()), ll / len(flat), len(flat)))
+                if (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
+                    save(epoch, i + 1)
+            moved = 1.0 - np.einsum("ij,ij->i", start.astype(np.float64), em.centres.astype(np.float64))
+            epoch_shift.append(float(moved.max()))
+            repaired = em.repair(np.random.default_rng([cfg.seed, 4, epoch])) if epoch + 1 < cfg.n_epochs else 0
+            start = em.centres.copy()
+            log(f"phase 1: epoch {epoch + 1}/{cfg.n_epochs}  max centre shift {epoch_shift[-1]:.2e}  "
+                f"loglik/point {history[-1][6]:.4f}" + (f"  {repaired} redundant centres re-seeded" if repaired else ""))
+            save(epoch + 1, 0)
+            if epoch_shift[-1] < cfg.tol and not repaired:
+                converged = True
+                break
     return Phase1Result(em.centres, np.array(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS)),
                         epoch_shift, converged)
 
@@ -256,38 +251,45 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         chunk0 = int(state["next_chunk"])
         log(f"phase 2: resuming at chunk {chunk0}")
     state_bytes = stats.nbytes() + k * d * 12 + 32 * 2 ** 20  # + token pairs buffer and its merge
-    for i in range(chunk0, len(source)):
-        chunk = source.open(i)
-        _check_dim(chunk, d, lambda: source.open(0).name)
-        valid = valid_positions(chunk, ignore)
-        flat = np.flatnonzero(valid.ravel())
-        key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
-        key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
-        rows, cls, vals, tops, topv = [], [], [], [], []
-        at = 0
-        for sel, x, norms in iter_rows(chunk, flat, plan.rows(chunk, state_bytes)):
-            x /= np.where(norms > 0, norms, 1)[:, None]  # in place: raw vectors are x * norms
-            sb = sparse_memberships(x, centres, inv_t, cfg.threshold, cfg.top_m)
-            stats.usage.add_block(sb.r_sum, sb.top, sb.loglik)
-            rows.append(sel[sb.rows]), cls.append(sb.clusters), vals.append(sb.values)
-            tops.append(sb.top), topv.append(sb.top_value)
-            conf = np.flatnonzero(sb.top_value >= cfg.lda_min_membership)
-            stats.lda.add(x, norms, conf, sb.top[conf], sb.top_value[conf], key_lda[at + conf])
-            at += len(sel)
-        flat_nz = np.concatenate(rows)
-        L = chunk.seq_len
-        cm = ChunkMemberships(i, (flat_nz // L).astype(np.int32), (flat_nz % L).astype(np.int32),
-                              np.concatenate(cls), np.concatenate(vals), chunk.token_ids, valid)
-        if out_dir is not None:
-            write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
-        stats.usage.add_chunk(cm)
-        stats.top.offer(cm, cm.cluster, cm.value.astype(np.float64), cm.seq, cm.pos, cm.value)
-        top, top_v = np.concatenate(tops), np.concatenate(topv)
-        stats.random.offer(cm, top, key_rand, (flat // L).astype(np.int32), (flat % L).astype(np.int32), top_v)
-        if ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
-            st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
-            for prefix, acc in stats.parts():
-                st.update(acc.state(prefix))
-            ckpt.save(st)
+    scorer = Scorer(centres, inv_t)
+    with TilePool(cfg.n_workers, d, k).running() as pool:
+        xsum_parts = np.zeros((pool.n, k, d))  # per worker: LDA sums within a chunk
+        state_bytes += xsum_parts.nbytes + pool.nbytes
+        for i in range(chunk0, len(source)):
+            chunk = source.open(i)
+            _check_dim(chunk, d, lambda: source.open(0).name)
+            valid = valid_positions(chunk, ignore)
+            flat = np.flatnonzero(valid.ravel())
+            key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
+            key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
+            below = stats.lda.threshold()
+            xsum_parts[:] = 0
+
+            def tile(w: int, t: Tile):
+                sb = sparse_memberships(t.x, t.inv_norm, scorer, cfg.threshold, cfg.top_m, out=t.e)
+                conf = np.flatnonzero(sb.top_value >= cfg.lda_min_membership)
+                lda = stats.lda.tile(t.x, conf, sb.top[conf], sb.top_value[conf],
+                                     key_lda[t.offset + conf], xsum_parts[w], below)
+                return t.sel[sb.rows], sb.clusters, sb.values, sb.top, sb.top_value, sb.r_sum, sb.loglik.sum(), lda
+
+            res = [r for per_block in pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile)
+                   for per_worker in per_block for r in per_worker]
+            flat_nz, cls, vals, top, top_v = (np.concatenate([r[j] for r in res]) for j in range(5))
+            stats.usage.add_block(np.sum([r[5] for r in res], axis=0), top, np.array([r[6] for r in res]))
+            samples = [np.concatenate([r[7][1][j] for r in res]) for j in range(4)]
+            stats.lda.add(xsum_parts.sum(axis=0), np.sum([r[7][0] for r in res], axis=0), *samples)
+            L = chunk.seq_len
+            cm = ChunkMemberships(i, (flat_nz // L).astype(np.int32), (flat_nz % L).astype(np.int32),
+                                  cls, vals, chunk.token_ids, valid)
+            if out_dir is not None:
+                write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
+            stats.usage.add_chunk(cm)
+            stats.top.offer(cm, cm.cluster, cm.value.astype(np.float64), cm.seq, cm.pos, cm.value)
+            stats.random.offer(cm, top, key_rand, (flat // L).astype(np.int32), (flat % L).astype(np.int32), top_v)
+            if ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
+                st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
+                for prefix, acc in stats.parts():
+                    st.update(acc.state(prefix))
+                ckpt.save(st)
     stats.usage.flush()
     return stats

@@ -21,14 +21,6 @@ import soft_cluster_kernels as kernels
 from errors import InputError
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """float32 copy of ``x`` with unit rows (zero rows stay zero)."""
-    x = np.array(x, dtype=np.float32, copy=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    x /= np.where(norms > 0, norms, 1.0)[:, None]
-    return x
-
-
 def kmeanspp_sphere(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy spherical k-means++ (as scikit-learn's): at each step draw 2 + log k candidates with
     probability ∝ 1 - max cos to the centres chosen so far (= squared chord distance / 2) and keep
@@ -62,27 +54,62 @@ def init_centres(x: np.ndarray, k: int, method: str, rng: np.random.Generator) -
     return kmeanspp_sphere(x, k, rng) if method == "kmeans++" else random_init(x, k, rng)
 
 
-def exp_scores(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unnormalised memberships of unit rows ``x``.
-
-    Returns (E, top, loglik_shift): E[i, j] = exp((cos_ij - max_j cos_ij) / T) (so E[i, top_i] = 1),
-    the top cluster per row, and max_j cos_ij / T - log k, to which log(sum_j E[i, j]) adds up to
-    the row's log(mean_j exp(cos_ij / T)), the mixture log-likelihood up to the shared vMF
-    normaliser."""
-    e = x @ centres.T
-    top = np.empty(len(x), dtype=np.int64)
-    smax = np.empty(len(x), dtype=np.float32)
-    kernels.shift_rows(e, np.float32(inv_t), top, smax)
-    np.exp(e, out=e)
-    return e, top, smax.astype(np.float64) * inv_t - np.log(centres.shape[0])
+EXP_SAFE_INV_T = 80.0
+"""Unit rows and centres give |cos| <= 1, so exp(cos / T) cannot overflow float32 (e^88) while
+1 / T <= 80: up to there the scores skip the row-max shift (one pass less)."""
 
 
-def estep_sums(x: np.ndarray, centres: np.ndarray, inv_t: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Phase-1 sufficient statistics of a block: (sum_i r_i [k], sum_i r_i x_i^T [k, d], sum loglik)."""
-    e, _, ll = exp_scores(x, centres, inv_t)
-    z = e.sum(axis=1, dtype=np.float64)
-    e /= z[:, None].astype(np.float32)
-    return e.sum(axis=0, dtype=np.float64), (e.T @ x).astype(np.float64), float((ll + np.log(z)).sum())
+class Scorer:
+    """Unnormalised memberships of rows against fixed unit centres.
+
+    :meth:`scores` takes rows ``x`` and their inverse norms (rows are not normalised: the [rows, k]
+    products are scaled instead, k values a row, not d) and returns (E, offset):
+    E[i, j] = exp(cos_ij / T - offset_i), with offset_i = 0 where that cannot overflow
+    (1 / T <= ``EXP_SAFE_INV_T``) and max_j cos_ij / T otherwise, so the row's mixture
+    log-likelihood log(mean_j exp(cos_ij / T)) (up to the shared vMF normaliser) is
+    offset_i + log(sum_j E[i, j]) - log k. A zero row has cos = 0 with every centre."""
+
+    def __init__(self, centres: np.ndarray, inv_t: float):
+        self.k = centres.shape[0]
+        self.inv_t = float(inv_t)
+        self.shift = self.inv_t > EXP_SAFE_INV_T
+        self.centres_t = np.asarray(centres, dtype=np.float32).T  # [d, k]
+
+    def scores(self, x: np.ndarray, inv_norm: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        e = np.matmul(x, self.centres_t, out=out)
+        if not self.shift:
+            e *= (inv_norm * np.float32(self.inv_t))[:, None]
+            np.exp(e, out=e)
+            return e, np.zeros(len(x))
+        e *= inv_norm[:, None]
+        top = np.empty(len(x), dtype=np.int64)
+        smax = np.empty(len(x), dtype=np.float32)
+        kernels.shift_rows(e, np.float32(self.inv_t), top, smax)
+        np.exp(e, out=e)
+        return e, smax.astype(np.float64) * self.inv_t
+
+
+def inverse_norms(norms: np.ndarray) -> np.ndarray:
+    """float32 1 / norm, 0 for zero rows."""
+    norms = np.asarray(norms, dtype=np.float32)
+    return np.divide(np.float32(1.0), norms, out=np.zeros_like(norms), where=norms > 0)
+
+
+def estep_sums(x: np.ndarray, inv_norm: np.ndarray, scorer: Scorer, rx: np.ndarray,
+               scratch: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+    """Phase-1 sufficient statistics of a tile of rows ``x`` (any norm; ``inv_norm`` from
+    :func:`inverse_norms`): adds sum_i r_i (x_i / |x_i|)^T to the float32 [k, d] ``rx`` in place
+    and returns (sum_i r_i [k], sum of the rows' log-likelihoods). ``scratch``: optional buffers
+    for the scores [rows, k] and the product [k, d]."""
+    e_buf, kd = scratch if scratch is not None else (None, None)
+    e, offset = scorer.scores(x, inv_norm, out=e_buf)
+    z = np.empty(len(x))
+    r = np.zeros(scorer.k)
+    kernels.normalise_rows(e, z, inv_norm, r)  # e: memberships / |x|
+    # numpy's product, not scipy's sgemm with beta = 1: the f2py wrapper holds the GIL
+    rx += np.matmul(e.T, x, out=kd)
+    ll = float((offset + np.log(z)).sum()) - len(x) * np.log(scorer.k)
+    return r, ll
 
 
 @dataclass
@@ -163,23 +190,24 @@ class SparseBlock:
     loglik: np.ndarray  # float64 [B]
 
 
-def sparse_memberships(x: np.ndarray, centres: np.ndarray, inv_t: float, threshold: float,
-                       top_m: int) -> SparseBlock:
-    """Memberships of unit rows ``x``, keeping per row the ``top_m`` largest that are >= threshold
-    (one row-parallel pass, ``soft_cluster_kernels.select_rows``)."""
-    e, top, ll = exp_scores(x, centres, inv_t)
+def sparse_memberships(x: np.ndarray, inv_norm: np.ndarray, scorer: Scorer, threshold: float,
+                       top_m: int, out: np.ndarray | None = None) -> SparseBlock:
+    """Memberships of rows ``x`` (``inv_norm`` from :func:`inverse_norms`), keeping per row the
+    ``top_m`` largest that are >= threshold (one pass, ``soft_cluster_kernels.select_rows``)."""
+    e, offset = scorer.scores(x, inv_norm, out=out)
     n, k = e.shape
     m = min(top_m, k)
     z = np.empty(n)
     out_c = np.empty((n, m), dtype=np.int32)
     out_v = np.empty((n, m), dtype=np.float32)
     out_n = np.empty(n, dtype=np.int64)
-    kernels.select_rows(e, np.float32(threshold), m, z, out_c, out_v, out_n)
-    inv_z = 1.0 / z
+    top = np.empty(n, dtype=np.int32)
+    top_v = np.empty(n, dtype=np.float32)
+    kernels.select_rows(e, np.float32(threshold), m, z, out_c, out_v, out_n, top, top_v)
     keep = np.arange(m)[None, :] < out_n[:, None]
     rows = np.repeat(np.arange(n, dtype=np.int64), out_n)
-    return SparseBlock(rows, out_c[keep], out_v[keep], top.astype(np.int32), inv_z.astype(np.float32),
-                       (inv_z.astype(np.float32) @ e).astype(np.float64), ll + np.log(z))
+    return SparseBlock(rows, out_c[keep], out_v[keep], top, top_v,
+                       ((1.0 / z).astype(np.float32) @ e).astype(np.float64), offset + np.log(z) - np.log(k))
 
 
 def sample_positions(valid: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:

@@ -203,6 +203,24 @@ def test_block_size_does_not_change_the_result_and_too_small_a_budget_fails(fitt
         small_model(memory_budget_gb=0.01).fit(src, ignore_token_ids=[CLS])
 
 
+def test_workers_and_tiles_change_only_rounding(fitted, tmp_path, monkeypatch):
+    _, src, ref, ref_out = fitted
+    import soft_cluster_tiles
+
+    monkeypatch.setattr(soft_cluster_tiles, "tile_rows", lambda dim: 16)  # ~20 tiles a chunk
+    for workers in (1, 3):
+        out = tmp_path / str(workers)
+        m = small_model(n_workers=workers).fit(src, out, ignore_token_ids=[CLS])
+        np.testing.assert_allclose(m.centres_, ref.centres_, atol=1e-5)
+        np.testing.assert_allclose(m.stats_.usage.soft, ref.stats_.usage.soft, rtol=1e-5)
+        np.testing.assert_allclose(m.stats_.lda.xsum, ref.stats_.lda.xsum, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.sort(m.stats_.lda.res_key), np.sort(ref.stats_.lda.res_key))
+        for f in sorted((ref_out / "memberships").glob("*.npz")):
+            with np.load(f) as a, np.load(out / "memberships" / f.name) as b:
+                np.testing.assert_array_equal(a["indices"], b["indices"])
+                np.testing.assert_allclose(a["values"], b["values"], atol=1e-5)
+
+
 def _dprime(w, a, b):
     pa, pb = a @ w, b @ w
     return (pa.mean() - pb.mean()) / np.sqrt((pa.var() + pb.var()) / 2)
@@ -306,7 +324,7 @@ def test_analyzer_summary_and_context(fitted, capsys):
 
 
 def test_select_kernel_matches_a_sort():
-    from vmf import sparse_memberships
+    from vmf import Scorer, sparse_memberships
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((300, 12)).astype(np.float32)
@@ -314,7 +332,7 @@ def test_select_kernel_matches_a_sort():
     c = rng.standard_normal((40, 12)).astype(np.float32)
     c /= np.linalg.norm(c, axis=1, keepdims=True)
     for t, thr, m in ((0.2, 0.02, 3), (0.05, 0.3, 2), (1.0, 0.001, 40)):
-        sb = sparse_memberships(x, c, 1 / t, thr, m)
+        sb = sparse_memberships(x, np.ones(len(x), dtype=np.float32), Scorer(c, 1 / t), thr, m)
         logits = (x @ c.T).astype(np.float64) / t
         r = np.exp(logits - logits.max(1, keepdims=True))
         r /= r.sum(1, keepdims=True)
