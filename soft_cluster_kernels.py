@@ -103,17 +103,22 @@ def normalise_rows(e, z, row_scale, col_sum):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def select_rows(e, threshold, top_m, z, out_c, out_v, out_n, top, top_v):
-    """Rows of e = exp(scaled similarities), unnormalised: z[i] = sum_j e[i, j]; the (at most
-    ``top_m``) largest e[i, j] >= threshold * z[i] go to out_c[i, :n] / out_v[i, :n] (memberships,
-    i.e. divided by z), ordered by cluster; out_n[i] = n; top[i] / top_v[i] = the largest
-    membership's cluster and value."""
+def select_rows(e, threshold, top_m, z, col_sum, rows, clusters, values, top, top_v, buf_c, buf_v):
+    """Rows of e = exp(scaled similarities), unnormalised, in one pass each: z[i] = sum_j e[i, j];
+    memberships m = e / z added to col_sum; the (at most ``top_m``) largest m[i, j] >= threshold
+    appended to rows / clusters / values, ordered by (row, cluster); top[i] / top_v[i] = the
+    largest membership's cluster and value. ``buf_c`` / ``buf_v``: scratch of length top_m.
+    Returns the number of entries written."""
     n, k = e.shape
+    nnz = 0
     for i in range(n):
         s = 0.0
         for j in range(k):
             s += e[i, j]
         z[i] = s
+        inv = 1.0 / s
+        for j in range(k):
+            col_sum[j] += e[i, j] * inv
         thr = threshold * s
         cnt = 0
         best = e[i, 0]
@@ -127,31 +132,46 @@ def select_rows(e, threshold, top_m, z, out_c, out_v, out_n, top, top_v):
                 if cnt < top_m:
                     pos = cnt
                     cnt += 1
-                elif v > out_v[i, cnt - 1]:
+                elif v > buf_v[cnt - 1]:
                     pos = cnt - 1
                 else:
                     continue
-                while pos > 0 and out_v[i, pos - 1] < v:  # keep the buffer sorted by value, descending
-                    out_v[i, pos] = out_v[i, pos - 1]
-                    out_c[i, pos] = out_c[i, pos - 1]
+                while pos > 0 and buf_v[pos - 1] < v:  # keep the buffer sorted by value, descending
+                    buf_v[pos] = buf_v[pos - 1]
+                    buf_c[pos] = buf_c[pos - 1]
                     pos -= 1
-                out_v[i, pos] = v
-                out_c[i, pos] = j
+                buf_v[pos] = v
+                buf_c[pos] = j
         for a in range(1, cnt):  # then by cluster, as the files store them
-            c, v = out_c[i, a], out_v[i, a]
+            c, v = buf_c[a], buf_v[a]
             b = a
-            while b > 0 and out_c[i, b - 1] > c:
-                out_c[i, b] = out_c[i, b - 1]
-                out_v[i, b] = out_v[i, b - 1]
+            while b > 0 and buf_c[b - 1] > c:
+                buf_c[b] = buf_c[b - 1]
+                buf_v[b] = buf_v[b - 1]
                 b -= 1
-            out_c[i, b] = c
-            out_v[i, b] = v
-        inv = 1.0 / s
+            buf_c[b] = c
+            buf_v[b] = v
         for a in range(cnt):
-            out_v[i, a] *= inv
-        out_n[i] = cnt
+            rows[nnz + a] = i
+            clusters[nnz + a] = buf_c[a]
+            values[nnz + a] = buf_v[a] * inv
+        nnz += cnt
         top[i] = arg
         top_v[i] = best * inv
+    return nnz
+
+
+@njit(cache=True, nogil=True)
+def tally(flat, clusters, values, top, seq_len, pos_hist, stored, hard):
+    """Per-cluster counts of stored entries (at flat positions ``flat``): membership mass per
+    position in the sequence into pos_hist [k, seq_len], entries into stored [k]; top clusters
+    into hard [k]."""
+    for a in range(len(flat)):
+        c = clusters[a]
+        pos_hist[c, flat[a] % seq_len] += values[a]
+        stored[c] += 1
+    for i in range(len(top)):
+        hard[top[i]] += 1
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

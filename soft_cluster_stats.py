@@ -87,6 +87,10 @@ class Exemplars(_Stateful):
         self.others_c = np.full((k, n, top_m), -1, dtype=np.int32)
         self.others_v = np.zeros((k, n, top_m), dtype=np.float32)
 
+    def floor(self) -> np.ndarray:
+        """Per cluster, the key a candidate must beat (-inf while there is room)."""
+        return self.key[:, -1].copy() if self.n else np.full(self.k, np.inf)
+
     def offer(self, cm: ChunkMemberships, cluster: np.ndarray, key: np.ndarray, seq: np.ndarray,
               pos: np.ndarray, value: np.ndarray) -> None:
         if self.n == 0 or not len(key):
@@ -137,6 +141,20 @@ class Exemplars(_Stateful):
         return out
 
 
+@dataclass
+class UsageParts:
+    """Per-worker counts of one chunk, added up in worker order when the chunk is merged."""
+
+    pos_hist: np.ndarray  # [workers, k, seq_len]
+    stored: np.ndarray  # [workers, k]
+    hard: np.ndarray  # [workers, k]
+
+    @classmethod
+    def zeros(cls, workers: int, k: int, seq_len: int) -> "UsageParts":
+        return cls(np.zeros((workers, k, seq_len)), np.zeros((workers, k), dtype=np.int64),
+                   np.zeros((workers, k), dtype=np.int64))
+
+
 class UsageStats(_Stateful):
     """How much each cluster is used, where in the sequence, on which tokens."""
 
@@ -157,28 +175,36 @@ class UsageStats(_Stateful):
         self._buf_k: list[np.ndarray] = []
         self._buf_w: list[np.ndarray] = []
 
-    def add_block(self, r_sum: np.ndarray, top: np.ndarray, loglik: np.ndarray) -> None:
-        self.soft += r_sum
-        self.hard += np.bincount(top, minlength=self.k)
-        self.n_positions += len(top)
-        self.loglik += float(loglik.sum())
+    @staticmethod
+    def tile(flat: np.ndarray, cluster: np.ndarray, value: np.ndarray, top: np.ndarray, token_ids: np.ndarray,
+             k: int, parts: "UsageParts", w: int) -> tuple[np.ndarray, np.ndarray]:
+        """A worker's share of a tile's stored entries (flat positions, cluster, membership) and top
+        clusters: counts into the worker's ``parts``; returns its (token, cluster) pairs
+        (sorted unique keys token * k + cluster, membership mass of each)."""
+        kernels.tally(flat, cluster, value, top, token_ids.shape[1], parts.pos_hist[w], parts.stored[w], parts.hard[w])
+        keys = token_ids.ravel()[flat].astype(np.int64) * k + cluster
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return uniq, np.bincount(inv, weights=value)
 
-    def add_chunk(self, cm: ChunkMemberships) -> None:
-        seq_len = cm.token_ids.shape[1]
-        if self.pos_hist.shape[1] < seq_len:
-            self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, seq_len - self.pos_hist.shape[1])))
-        L = self.pos_hist.shape[1]
-        self.stored += np.bincount(cm.cluster, minlength=self.k)
-        self.pos_hist += np.bincount(cm.cluster.astype(np.int64) * L + cm.pos, weights=cm.value,
-                                     minlength=self.k * L).reshape(self.k, L)
-        toks = cm.token_ids[cm.valid]
+    def add(self, r_sum: np.ndarray, loglik: float, parts: "UsageParts", pairs: list, valid_tokens: np.ndarray) -> None:
+        """Merge a chunk: its membership sums and log-likelihood, the workers' counts and pairs,
+        and the tokens at its assigned positions."""
+        self.soft += r_sum
+        self.loglik += loglik
+        self.n_positions += len(valid_tokens)
+        self.hard += parts.hard.sum(axis=0)
+        self.stored += parts.stored.sum(axis=0)
+        L = parts.pos_hist.shape[2]
+        if self.pos_hist.shape[1] < L:
+            self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, L - self.pos_hist.shape[1])))
+        self.pos_hist[:, :L] += parts.pos_hist.sum(axis=0)
+        toks = valid_tokens
         if len(toks) and toks.max() >= len(self.token_counts):
             self.token_counts = np.pad(self.token_counts, (0, int(toks.max()) + 1 - len(self.token_counts)))
         self.token_counts += np.bincount(toks, minlength=len(self.token_counts))
-        keys = cm.token_ids[cm.seq, cm.pos].astype(np.int64) * self.k + cm.cluster
-        uniq, inv = np.unique(keys, return_inverse=True)
-        self._buf_k.append(uniq)
-        self._buf_w.append(np.bincount(inv, weights=cm.value))
+        for uniq, weights in pairs:
+            self._buf_k.append(uniq)
+            self._buf_w.append(weights)
         if sum(len(b) for b in self._buf_k) > 1_000_000:
             self.flush()
 
@@ -227,8 +253,9 @@ class LdaStats(_Stateful):
         self.res_c = np.full(sample, -1, dtype=np.int32)
         self.res_w = np.zeros(sample, dtype=np.float32)
 
-    def tile(self, x: np.ndarray, rows: np.ndarray, cluster: np.ndarray, weight: np.ndarray,
-             key: np.ndarray, xsum: np.ndarray, below: float) -> tuple[np.ndarray, tuple]:
+    @staticmethod
+    def tile(x: np.ndarray, rows: np.ndarray, cluster: np.ndarray, weight: np.ndarray, key: np.ndarray,
+             xsum: np.ndarray, below: float) -> tuple[np.ndarray, tuple]:
         """A worker's share of a tile's confident positions ``rows`` of ``x`` (raw vectors), with
         their top cluster, its membership and a uniform key: adds their weighted vectors to the
         worker's float64 ``xsum`` [k, d]; returns (their weights per cluster [k], the reservoir
@@ -237,7 +264,7 @@ class LdaStats(_Stateful):
         kernels.scatter_rows(x, rows, cluster, w, xsum)
         cand = np.flatnonzero(key < below)
         raw = x[rows[cand]]
-        return (np.bincount(cluster, weights=w, minlength=len(self.wsum)),
+        return (np.bincount(cluster, weights=w, minlength=len(xsum)),
                 (key[cand], raw, cluster[cand], weight[cand]))
 
     def threshold(self) -> float:

@@ -28,7 +28,7 @@ import soft_cluster_kernels as kernels
 from activations import ActivationChunk, check_finite
 from vmf import inverse_norms
 
-TILE_BYTES = 4 * 2 ** 20
+TILE_BYTES = 2 * 2 ** 20
 """A tile holds about this many bytes of float32 vectors (256 to 4,096 rows)."""
 
 

@@ -197,17 +197,15 @@ def sparse_memberships(x: np.ndarray, inv_norm: np.ndarray, scorer: Scorer, thre
     e, offset = scorer.scores(x, inv_norm, out=out)
     n, k = e.shape
     m = min(top_m, k)
-    z = np.empty(n)
-    out_c = np.empty((n, m), dtype=np.int32)
-    out_v = np.empty((n, m), dtype=np.float32)
-    out_n = np.empty(n, dtype=np.int64)
+    z, r_sum = np.empty(n), np.zeros(k)
+    rows = np.empty(n * m, dtype=np.int64)
+    clusters = np.empty(n * m, dtype=np.int32)
+    values = np.empty(n * m, dtype=np.float32)
     top = np.empty(n, dtype=np.int32)
     top_v = np.empty(n, dtype=np.float32)
-    kernels.select_rows(e, np.float32(threshold), m, z, out_c, out_v, out_n, top, top_v)
-    keep = np.arange(m)[None, :] < out_n[:, None]
-    rows = np.repeat(np.arange(n, dtype=np.int64), out_n)
-    return SparseBlock(rows, out_c[keep], out_v[keep], top, top_v,
-                       ((1.0 / z).astype(np.float32) @ e).astype(np.float64), offset + np.log(z) - np.log(k))
+    nnz = kernels.select_rows(e, np.float32(threshold), m, z, r_sum, rows, clusters, values, top, top_v,
+                              np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32))
+    return SparseBlock(rows[:nnz], clusters[:nnz], values[:nnz], top, top_v, r_sum, offset + np.log(z) - np.log(k))
 
 
 def sample_positions(valid: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
