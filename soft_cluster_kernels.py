@@ -161,24 +161,43 @@ def select_rows(e, threshold, top_m, z, col_sum, rows, clusters, values, top, to
     return nnz
 
 
-@njit(cache=True, nogil=True)
-def tally(flat, clusters, values, top, seq_len, pos_hist, stored, hard):
-    """Per-cluster counts of stored entries (at flat positions ``flat``): membership mass per
-    position in the sequence into pos_hist [k, seq_len], entries into stored [k]; top clusters
-    into hard [k]."""
-    for a in range(len(flat)):
-        c = clusters[a]
-        pos_hist[c, flat[a] % seq_len] += values[a]
-        stored[c] += 1
-    for i in range(len(top)):
-        hard[top[i]] += 1
-
-
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def scatter_rows(x, rows, cluster, weight, acc):
-    """acc[cluster[i]] += weight[i] * x[rows[i]] (float64 acc)."""
+def tile_stats(x, sel, rows, clusters, values, top, top_v, seq_len, lda_min, key_lda, below, key_rand,
+               top_floor, rand_floor, pos_hist, stored, hard, xsum, wsum, lda_idx, top_idx, rand_idx):
+    """A worker's per-cluster statistics of one tile, in one pass over its stored entries
+    (``rows`` into the tile, ``clusters``, ``values``) and one over its positions (``top``,
+    ``top_v``; flat positions ``sel``; raw vectors ``x``):
+
+    * stored entries: membership mass per position in the sequence into pos_hist [k, seq_len],
+      counts into stored [k]; entries above their cluster's exemplar floor -> top_idx;
+    * positions: top-cluster counts into hard [k]; keys above the cluster's reservoir floor ->
+      rand_idx; confident positions (top_v >= lda_min) add top_v * x to xsum [k, d] and top_v to
+      wsum [k], and those with an LDA key below ``below`` -> lda_idx.
+
+    Returns (n_lda, n_top, n_rand): how much of each index array was written."""
     d = x.shape[1]
-    for i in range(len(rows)):
-        r, c, w = rows[i], cluster[i], weight[i]
-        for j in range(d):
-            acc[c, j] += w * x[r, j]
+    n_top = 0
+    for a in range(len(rows)):
+        c = clusters[a]
+        pos_hist[c, sel[rows[a]] % seq_len] += values[a]
+        stored[c] += 1
+        if values[a] > top_floor[c]:
+            top_idx[n_top] = a
+            n_top += 1
+    n_lda = 0
+    n_rand = 0
+    for i in range(len(top)):
+        c = top[i]
+        hard[c] += 1
+        if key_rand[i] > rand_floor[c]:
+            rand_idx[n_rand] = i
+            n_rand += 1
+        w = top_v[i]
+        if w >= lda_min:
+            wsum[c] += w
+            for j in range(d):
+                xsum[c, j] += w * x[i, j]
+            if key_lda[i] < below:
+                lda_idx[n_lda] = i
+                n_lda += 1
+    return n_lda, n_top, n_rand

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import soft_cluster_kernels as kernels
 
 
 class _Stateful:
@@ -142,17 +141,28 @@ class Exemplars(_Stateful):
 
 
 @dataclass
-class UsageParts:
-    """Per-worker counts of one chunk, added up in worker order when the chunk is merged."""
+class ChunkParts:
+    """Per-worker sums of one chunk (``soft_cluster_kernels.tile_stats``), added up in worker order
+    when the chunk is merged, so the result does not depend on thread timing."""
 
-    pos_hist: np.ndarray  # [workers, k, seq_len]
-    stored: np.ndarray  # [workers, k]
-    hard: np.ndarray  # [workers, k]
+    pos_hist: np.ndarray  # [workers, k, seq_len] stored membership mass per position
+    stored: np.ndarray  # [workers, k] stored entries
+    hard: np.ndarray  # [workers, k] positions whose top cluster it is
+    xsum: np.ndarray  # [workers, k, d] float32: confident positions' weighted vectors
+    wsum: np.ndarray  # [workers, k] their weights
 
     @classmethod
-    def zeros(cls, workers: int, k: int, seq_len: int) -> "UsageParts":
+    def zeros(cls, workers: int, k: int, seq_len: int, d: int) -> "ChunkParts":
         return cls(np.zeros((workers, k, seq_len)), np.zeros((workers, k), dtype=np.int64),
-                   np.zeros((workers, k), dtype=np.int64))
+                   np.zeros((workers, k), dtype=np.int64), np.zeros((workers, k, d), dtype=np.float32),
+                   np.zeros((workers, k)))
+
+
+def token_pairs(tokens: np.ndarray, cluster: np.ndarray, value: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stored entries' (token, cluster) pairs: sorted unique keys token * k + cluster and the
+    membership mass of each."""
+    uniq, inv = np.unique(tokens.astype(np.int64) * k + cluster, return_inverse=True)
+    return uniq, np.bincount(inv, weights=value)
 
 
 class UsageStats(_Stateful):
@@ -175,18 +185,7 @@ class UsageStats(_Stateful):
         self._buf_k: list[np.ndarray] = []
         self._buf_w: list[np.ndarray] = []
 
-    @staticmethod
-    def tile(flat: np.ndarray, cluster: np.ndarray, value: np.ndarray, top: np.ndarray, token_ids: np.ndarray,
-             k: int, parts: "UsageParts", w: int) -> tuple[np.ndarray, np.ndarray]:
-        """A worker's share of a tile's stored entries (flat positions, cluster, membership) and top
-        clusters: counts into the worker's ``parts``; returns its (token, cluster) pairs
-        (sorted unique keys token * k + cluster, membership mass of each)."""
-        kernels.tally(flat, cluster, value, top, token_ids.shape[1], parts.pos_hist[w], parts.stored[w], parts.hard[w])
-        keys = token_ids.ravel()[flat].astype(np.int64) * k + cluster
-        uniq, inv = np.unique(keys, return_inverse=True)
-        return uniq, np.bincount(inv, weights=value)
-
-    def add(self, r_sum: np.ndarray, loglik: float, parts: "UsageParts", pairs: list, valid_tokens: np.ndarray) -> None:
+    def add(self, r_sum: np.ndarray, loglik: float, parts: ChunkParts, pairs: list, valid_tokens: np.ndarray) -> None:
         """Merge a chunk: its membership sums and log-likelihood, the workers' counts and pairs,
         and the tokens at its assigned positions."""
         self.soft += r_sum
@@ -253,29 +252,14 @@ class LdaStats(_Stateful):
         self.res_c = np.full(sample, -1, dtype=np.int32)
         self.res_w = np.zeros(sample, dtype=np.float32)
 
-    @staticmethod
-    def tile(x: np.ndarray, rows: np.ndarray, cluster: np.ndarray, weight: np.ndarray, key: np.ndarray,
-             xsum: np.ndarray, below: float) -> tuple[np.ndarray, tuple]:
-        """A worker's share of a tile's confident positions ``rows`` of ``x`` (raw vectors), with
-        their top cluster, its membership and a uniform key: adds their weighted vectors to the
-        worker's float64 ``xsum`` [k, d]; returns (their weights per cluster [k], the reservoir
-        candidates (keys, vectors, clusters, weights) among them: keys below ``below``)."""
-        w = weight.astype(np.float64)
-        kernels.scatter_rows(x, rows, cluster, w, xsum)
-        cand = np.flatnonzero(key < below)
-        raw = x[rows[cand]]
-        return (np.bincount(cluster, weights=w, minlength=len(xsum)),
-                (key[cand], raw, cluster[cand], weight[cand]))
-
     def threshold(self) -> float:
         """Keys at or above this cannot enter the reservoir any more."""
         return float(self.res_key.max())
 
-    def add(self, xsum: np.ndarray, wsum: np.ndarray, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray,
-            weight: np.ndarray) -> None:
-        """Merge a chunk: its weighted sums and its reservoir candidates (raw vectors)."""
-        self.xsum += xsum
-        self.wsum += wsum
+    def add(self, parts: ChunkParts, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
+        """Merge a chunk: the workers' weighted sums and its reservoir candidates (raw vectors)."""
+        self.xsum += parts.xsum.sum(axis=0, dtype=np.float64)
+        self.wsum += parts.wsum.sum(axis=0)
         cand = np.flatnonzero(key < self.res_key.max())
         if not len(cand):
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,8 +25,9 @@ from activations import ActivationChunk, ChunkSource
 from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
-from soft_cluster_stats import ChunkMemberships, Exemplars, LdaStats, UsageParts, UsageStats
-from soft_cluster_tiles import Tile, TilePool
+import soft_cluster_kernels as kernels
+from soft_cluster_stats import ChunkMemberships, ChunkParts, Exemplars, LdaStats, UsageStats, token_pairs
+from soft_cluster_tiles import TILE_BYTES_PHASE2, Tile, TilePool
 from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions, sparse_memberships
 
 GB = 1024 ** 3
@@ -238,24 +238,10 @@ def write_memberships(path: Path, cm: ChunkMemberships, chunk: ActivationChunk, 
     atomic_writer(path, write)
 
 
-@dataclass
-class _ChunkResult:
-    """One chunk's phase-2 work, done by the workers, waiting to be merged into the statistics."""
-
-    i: int
-    chunk: ActivationChunk
-    valid: np.ndarray
-    flat: np.ndarray
-    tiles: list  # per tile, in position order: see _phase2_chunk.tile
-    parts: UsageParts
-    xsum: np.ndarray  # [workers, k, d]
-
-
 def _phase2_chunk(i: int, source: ChunkSource, pool: TilePool, scorer: Scorer, cfg: SoftClusterConfig,
-                  ignore: np.ndarray, plan: MemoryPlan, state_bytes: int, floors: tuple) -> _ChunkResult:
-    """Memberships of every position of chunk ``i`` and the workers' share of the statistics.
-    ``floors`` = what can still enter the LDA reservoir and the exemplar lists, as of some earlier
-    moment: they only rise, so workers pass on a superset and the merge re-checks exactly."""
+                  ignore: np.ndarray, plan: MemoryPlan, state_bytes: int, stats: Phase2Stats, out_dir: Path | None) -> None:
+    """Memberships of every position of chunk ``i``: the workers compute them and their share of
+    the statistics tile by tile, then they are merged into ``stats`` (and written)."""
     k, d = pool.k, pool.dim
     chunk = source.open(i)
     _check_dim(chunk, d, lambda: source.open(0).name)
@@ -263,38 +249,35 @@ def _phase2_chunk(i: int, source: ChunkSource, pool: TilePool, scorer: Scorer, c
     flat = np.flatnonzero(valid.ravel())
     key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
     key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
-    tokens = chunk.token_ids
-    below, top_floor, rand_floor = floors
-    parts = UsageParts.zeros(pool.n, k, chunk.seq_len)
-    xsum = np.zeros((pool.n, k, d))
+    tokens, L = chunk.token_ids.ravel(), chunk.seq_len
+    # what can still enter the LDA reservoir and the exemplar lists: workers pass on what beats
+    # these chunk-start floors, the merges re-check exactly (floors only rise)
+    below, top_floor, rand_floor = stats.lda.threshold(), stats.top.floor(), stats.random.floor()
+    parts = ChunkParts.zeros(pool.n, k, L, d)
 
     def tile(w: int, t: Tile):
         sb = sparse_memberships(t.x, t.inv_norm, scorer, cfg.threshold, cfg.top_m, out=t.e)
+        n, span = len(t.sel), slice(t.offset, t.offset + len(t.sel))
+        li, ti, ri = np.empty(n, dtype=np.int64), np.empty(len(sb.rows), dtype=np.int64), np.empty(n, dtype=np.int64)
+        n_lda, n_top, n_rand = kernels.tile_stats(
+            t.x, t.sel, sb.rows, sb.clusters, sb.values, sb.top, sb.top_value, L, cfg.lda_min_membership,
+            key_lda[span], below, key_rand[span], top_floor, rand_floor, parts.pos_hist[w], parts.stored[w],
+            parts.hard[w], parts.xsum[w], parts.wsum[w], li, ti, ri)
+        li, ti, ri = li[:n_lda], ti[:n_top], ri[:n_rand]
         nz = t.sel[sb.rows]
-        pairs = UsageStats.tile(nz, sb.clusters, sb.values, sb.top, tokens, k, parts, w)
-        conf = np.flatnonzero(sb.top_value >= cfg.lda_min_membership)
-        lda = LdaStats.tile(t.x, conf, sb.top[conf], sb.top_value[conf], key_lda[t.offset + conf], xsum[w], below)
-        tc = np.flatnonzero(sb.values > top_floor[sb.clusters])
-        kr = key_rand[t.offset:t.offset + len(t.sel)]
-        rc = np.flatnonzero(kr > rand_floor[sb.top])
-        return (nz, sb.clusters, sb.values, sb.r_sum, float(sb.loglik.sum()), pairs, lda,
-                (nz[tc], sb.clusters[tc], sb.values[tc]), (t.sel[rc], sb.top[rc], kr[rc], sb.top_value[rc]))
+        return (nz, sb.clusters, sb.values, sb.r_sum, float(sb.loglik.sum()),
+                token_pairs(tokens[nz], sb.clusters, sb.values, k),
+                (key_lda[span][li], t.x[li], sb.top[li], sb.top_value[li]),
+                (nz[ti], sb.clusters[ti], sb.values[ti]), (t.sel[ri], sb.top[ri], key_rand[span][ri], sb.top_value[ri]))
 
-    blocks = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile)
-    return _ChunkResult(i, chunk, valid, flat, [r for b in blocks for w in b for r in w], parts, xsum)
-
-
-def _merge(stats: Phase2Stats, cr: _ChunkResult, k: int, cfg: SoftClusterConfig, out_dir: Path | None) -> None:
-    res, chunk, L = cr.tiles, cr.chunk, cr.chunk.seq_len
+    res = [r for b in pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile) for w in b for r in w]
     nz, cls, vals = (np.concatenate([r[j] for r in res]) for j in range(3))
-    stats.usage.add(np.sum([r[3] for r in res], axis=0), sum(r[4] for r in res), cr.parts,
-                    [r[5] for r in res], chunk.token_ids.ravel()[cr.flat])
-    samples = [np.concatenate([r[6][1][j] for r in res]) for j in range(4)]
-    stats.lda.add(cr.xsum.sum(axis=0), np.sum([r[6][0] for r in res], axis=0), *samples)
-    cm = ChunkMemberships(cr.i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals,
-                          chunk.token_ids, cr.valid)
+    stats.usage.add(np.sum([r[3] for r in res], axis=0), sum(r[4] for r in res), parts, [r[5] for r in res],
+                    tokens[flat])
+    stats.lda.add(parts, *(np.concatenate([r[6][j] for r in res]) for j in range(4)))
+    cm = ChunkMemberships(i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals, chunk.token_ids, valid)
     if out_dir is not None:
-        write_memberships(out_dir / f"chunk-{cr.i:05d}.npz", cm, chunk, k, cfg)
+        write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
     at, c, v = (np.concatenate([r[7][j] for r in res]) for j in range(3))
     stats.top.offer(cm, c, v.astype(np.float64), (at // L).astype(np.int32), (at % L).astype(np.int32), v)
     at, c, key, v = (np.concatenate([r[8][j] for r in res]) for j in range(4))
@@ -304,10 +287,7 @@ def _merge(stats: Phase2Stats, cr: _ChunkResult, k: int, cfg: SoftClusterConfig,
 def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig, ignore: np.ndarray,
                plan: MemoryPlan, out_dir: Path | None, ckpt: Checkpoint | None, state: dict | None,
                log: Callable[[str], None], save_extra: dict | None = None) -> Phase2Stats:
-    """Phase 2: every position's memberships; sparse files (if ``out_dir``) and per-cluster statistics.
-
-    Pipelined: while this thread merges chunk i into the statistics (and writes its file), a
-    driver thread has the workers compute chunk i + 1."""
+    """Phase 2: every position's memberships; sparse files (if ``out_dir``) and per-cluster statistics."""
     k, d = centres.shape
     stats = Phase2Stats.empty(cfg, d)
     chunk0 = 0
@@ -317,27 +297,14 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         chunk0 = int(state["next_chunk"])
         log(f"phase 2: resuming at chunk {chunk0}")
     scorer = Scorer(centres, 1.0 / cfg.temperature)
-    with TilePool(cfg.n_workers, d, k).running() as pool, ThreadPoolExecutor(1) as driver:
-        # two chunks in flight: one being merged (its sparse results, LDA sums) and one computed
-        state_bytes = stats.nbytes() + 2 * pool.n * k * d * 8 + pool.nbytes + k * d * 12 + 32 * 2 ** 20
-
-        def submit(i: int):
-            if i >= len(source):
-                return None
-            floors = (stats.lda.threshold(), stats.top.floor(), stats.random.floor())  # taken between merges
-            return driver.submit(_phase2_chunk, i, source, pool, scorer, cfg, ignore, plan, state_bytes, floors)
-
-        pending = submit(chunk0)
+    with TilePool(cfg.n_workers, d, k, TILE_BYTES_PHASE2).running() as pool:
+        state_bytes = stats.nbytes() + pool.n * k * d * 4 + pool.nbytes + k * d * 12 + 32 * 2 ** 20
         for i in range(chunk0, len(source)):
-            cr = pending.result()
-            pending = submit(i + 1)
-            _merge(stats, cr, k, cfg, out_dir)
+            _phase2_chunk(i, source, pool, scorer, cfg, ignore, plan, state_bytes, stats, out_dir)
             if ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
                 st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
                 for prefix, acc in stats.parts():
                     st.update(acc.state(prefix))
                 ckpt.save(st)
-        if pending is not None:
-            pending.cancel()
     stats.usage.flush()
     return stats

@@ -57,12 +57,33 @@ def test_scores_and_estep_match_float64(inv_t):
     np.testing.assert_allclose(ll, lse.sum(), rtol=1e-5)
 
 
-def test_scatter_rows_adds_weighted_rows_per_cluster():
+def test_tile_stats_match_numpy():
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((40, 9)).astype(np.float32)
-    rows, cl, w = rng.integers(40, size=25), rng.integers(4, size=25), rng.random(25)
-    acc = np.ones((4, 9))
-    kernels.scatter_rows(x, rows, cl, w, acc)
-    want = np.ones((4, 9))
-    np.add.at(want, cl, w[:, None] * x[rows])
-    np.testing.assert_allclose(acc, want, rtol=1e-6)
+    n, k, d, L, m = 60, 5, 7, 12, 2
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    sel = np.sort(rng.choice(10 * L, size=n, replace=False))  # flat positions, L per sequence
+    rows = np.repeat(np.arange(n), m)
+    clusters = rng.integers(k, size=n * m).astype(np.int32)
+    values = rng.random(n * m).astype(np.float32)
+    top, top_v = rng.integers(k, size=n).astype(np.int32), rng.random(n).astype(np.float32)
+    key_lda, key_rand = rng.random(n), rng.random(n)
+    top_floor, rand_floor = rng.random(k), rng.random(k)
+    pos_hist, stored, hard = np.ones((k, L)), np.ones(k, dtype=np.int64), np.ones(k, dtype=np.int64)
+    xsum, wsum = np.ones((k, d), dtype=np.float32), np.ones(k)
+    li, ti, ri = (np.empty(s, dtype=np.int64) for s in (n, n * m, n))
+    n_lda, n_top, n_rand = kernels.tile_stats(x, sel, rows, clusters, values, top, top_v, L, 0.5, key_lda, 0.3,
+                                              key_rand, top_floor, rand_floor, pos_hist, stored, hard, xsum, wsum,
+                                              li, ti, ri)
+    want_hist = np.ones((k, L))
+    np.add.at(want_hist, (clusters, sel[rows] % L), values)
+    np.testing.assert_allclose(pos_hist, want_hist)
+    np.testing.assert_array_equal(stored, 1 + np.bincount(clusters, minlength=k))
+    np.testing.assert_array_equal(hard, 1 + np.bincount(top, minlength=k))
+    conf = top_v >= 0.5
+    want_x = np.ones((k, d))
+    np.add.at(want_x, top[conf], top_v[conf, None] * x[conf])
+    np.testing.assert_allclose(xsum, want_x, rtol=1e-5)
+    np.testing.assert_allclose(wsum, 1 + np.bincount(top[conf], weights=top_v[conf], minlength=k))
+    np.testing.assert_array_equal(li[:n_lda], np.flatnonzero(conf & (key_lda < 0.3)))
+    np.testing.assert_array_equal(ti[:n_top], np.flatnonzero(values > top_floor[clusters]))
+    np.testing.assert_array_equal(ri[:n_rand], np.flatnonzero(key_rand > rand_floor[top]))
