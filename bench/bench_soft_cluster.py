@@ -232,8 +232,8 @@ def main() -> int:
              "Throughput per pass on float16 chunks in memory, best of 3; roofline = numpy float32 GEMM 2048³ GFLOP/s "
              "on all cores, measured before every run (the highest kept); ratio = the pass's useful GFLOP/s (phase 1: "
              "4kd, phase 2: 2kd per vector) / roofline; target >= 0.5. Phase 2 = memberships, sparse selection and every "
-             "per-cluster statistic (no files written): *warm* resumes with statistics that have seen a pass, as in "
-             "the bulk of a long run, *cold* starts them empty. *Products only* = phase 1's two matrix products alone "
+             "per-cluster statistic (no files written): *warm* resumes with statistics that have seen as many other "
+             "positions, as in the bulk of a long run, *cold* starts them empty. *Products only* = phase 1's two matrix products alone "
              "in the same tiles and threads: what BLAS gives for these shapes.", "",
              "| d | k | roofline GFLOP/s | phase 1 vectors/s | phase 1 ratio | phase 2 warm vectors/s | phase 2 warm ratio "
              "| phase 2 cold ratio | products only ratio |",
