@@ -221,6 +221,17 @@ class Whitening:
         w = (self.components * self.scale[:, None]).astype(np.float32)
         return (np.asarray(x, dtype=np.float32) - self.mean.astype(np.float32)) @ w.T
 
+    def steering(self, v: np.ndarray) -> np.ndarray:
+        """Rows of ``v`` (whitened coordinates) as displacements in the model's coordinates: the
+        smallest dx with apply(x + dx) - apply(x) = v, i.e. (v / scale) @ components. What to add to
+        a hidden state to move its whitened image along v."""
+        return (np.asarray(v, dtype=np.float64) / self.scale) @ self.components
+
+    def readout(self, v: np.ndarray) -> np.ndarray:
+        """Rows of ``v`` as linear readouts in the model's coordinates: v . apply(x) =
+        readout(v) . x + constant, i.e. (v * scale) @ components. What a linear probe reads."""
+        return (np.asarray(v, dtype=np.float64) * self.scale) @ self.components
+
     def save(self, path: Path) -> None:
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:

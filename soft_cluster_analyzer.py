@@ -31,6 +31,16 @@ def _pieces(tokens: list[str]) -> list[tuple[str, bool]]:
     return out
 
 
+def context_string(ex: dict, mark: str = "[[{}]]") -> str:
+    """An exemplar's context as plain text (word pieces joined), the exemplar's token as ``mark``."""
+    out = []
+    for i, ((piece, space), tid) in enumerate(zip(_pieces(ex["context"]), ex["context_ids"])):
+        if tid < 0:
+            continue
+        out.append((" " if space and out else "") + (mark.format(piece) if i == ex["focus"] else piece))
+    return "".join(out)
+
+
 class ClusterAnalyzer:
     """Summaries and exemplar contexts of one result directory (``summary.json`` + ``centres.npz``)."""
 

@@ -347,3 +347,21 @@ def intervention_vectors(lda: LdaStats, centres: np.ndarray, min_positives: int 
     out["cross_correlation"] = corr
     out["cos_to_centre"][ok] = np.einsum("ij,ij->i", w, centres[ok].astype(np.float64))
     return out
+
+
+def model_space_vectors(vectors: np.ndarray, whitening) -> dict[str, np.ndarray]:
+    """Intervention vectors (unit rows, the clustering's coordinates) in the model's coordinates.
+
+    Without whitening they already are. With PCA whitening (``activations.Whitening``) a direction
+    has two images, and they differ: ``intervention_vectors_model``, the displacement to add to a
+    hidden state so that its whitened image moves along the vector (steering), and
+    ``probe_vectors_model``, the linear readout that scores a hidden state as the vector scores
+    its whitened image (probing). Both unit rows; zero rows stay zero."""
+    if whitening is None:
+        return {"intervention_vectors_model": vectors.copy(), "probe_vectors_model": vectors.copy()}
+    out = {}
+    for name, mapped in (("intervention_vectors_model", whitening.steering(vectors)),
+                         ("probe_vectors_model", whitening.readout(vectors))):
+        norms = np.linalg.norm(mapped, axis=1, keepdims=True)
+        out[name] = np.divide(mapped, norms, out=np.zeros_like(mapped), where=norms > 0).astype(np.float32)
+    return out

@@ -1,7 +1,7 @@
 """Soft clustering of token activations on a slice of the tiny default corpus.
 
 300 chunks of configs/clustering_01_tiny.py × 128 tokens through MiniLM's last layer (PCA-whitened),
-k = 32 soft clusters; extraction ~1 minute and clustering ~30 s on 2 cores, seconds when cached.
+k = 32 soft clusters; extraction ~1 minute and clustering ~5 s on 2 cores, seconds when cached.
 """
 
 import dataclasses

@@ -84,6 +84,13 @@ def test_soft_cluster_stage_on_real_activations(act_cfg, capsys):
     assert all(e["token"] and not e["token"].startswith("<") for e in ex)  # real word pieces
     assert all("#" in e["sequence_id"] or "/" in e["sequence_id"] for e in ex)
     assert len(list(sd.file("memberships").glob("chunk-*.npz"))) == 3
+    # whitened activations: the vectors also come in the model's coordinates (d = 384 either way here)
+    w = Whitening.load(extract_activations.stage_dir(act_cfg).file("whitening.npz"))
+    iv, steer = an.arrays["intervention_vectors"], an.arrays["intervention_vectors_model"]
+    have = np.linalg.norm(iv, axis=1) > 0
+    assert have.any() and "whitened" in an.summary["space"]
+    moved = w.apply(w.mean + steer[have]) - w.apply(w.mean)  # adding the model-space vector moves the whitened image along iv
+    np.testing.assert_allclose(moved / np.linalg.norm(moved, axis=1, keepdims=True), iv[have], atol=1e-3)
     assert soft_cluster.run_soft_clustering(act_cfg).path == sd.path
     assert "soft clusters: cache hit" in capsys.readouterr().err
     # an interrupted run is never silently continued nor silently discarded

@@ -51,7 +51,7 @@ def test_local_llm_names_every_node_and_a_rerun_calls_nothing(assets, tmp_path, 
     assert name_clusters.main([str(path), "--name", "--local-llm", "--quiet"]) == 0, buf.getvalue()
     out = buf.getvalue()
     assert "local LLM at http://127.0.0.1:" in out and "4/4 nodes named" in out
-    llm_cfg = name_clusters._apply_local_llm(cfg)
+    llm_cfg = name_clusters.apply_local_llm(cfg)
     assert llm_cfg.naming.model == MODEL_ID
     sd = name_clusters.stage_dir(llm_cfg)
     data = json.loads(sd.file("names.json").read_text())

@@ -221,6 +221,31 @@ def test_workers_and_tiles_change_only_rounding(fitted, tmp_path, monkeypatch):
                 np.testing.assert_allclose(a["values"], b["values"], atol=1e-5)
 
 
+def test_model_space_vectors_steer_and_read_like_the_whitened_ones():
+    from activations import fit_whitening
+    from soft_cluster_stats import model_space_vectors
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((500, 12)) @ rng.standard_normal((12, 12)) + 5.0  # correlated, off-centre
+    for comps in (None, 8):  # all components, and a truncated PCA
+        w = fit_whitening(x, comps)
+        v = rng.standard_normal((3, w.components.shape[0]))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        v[1] = 0.0  # a cluster without a vector stays without
+        m = model_space_vectors(v.astype(np.float32), w)
+        steer, probe = m["intervention_vectors_model"], m["probe_vectors_model"]
+        assert steer.shape == probe.shape == (3, 12) and not steer[1].any() and not probe[1].any()
+        for j in (0, 2):
+            moved = w.apply(x[:4] + 0.7 * steer[j]) - w.apply(x[:4])  # moves every point along v[j]
+            np.testing.assert_allclose(moved / np.linalg.norm(moved, axis=1, keepdims=True),
+                                       np.tile(v[j], (4, 1)), atol=1e-4)
+            score_w, score = w.apply(x) @ v[j], x @ probe[j]  # reads what v[j] reads, up to scale and offset
+            assert abs(np.corrcoef(score_w, score)[0, 1]) > 0.9999 and np.corrcoef(score_w, score)[0, 1] > 0
+        assert np.linalg.norm(steer, axis=1)[[0, 2]] == pytest.approx(1.0, abs=1e-5)
+    same = model_space_vectors(v.astype(np.float32), None)  # no whitening: already the model's coordinates
+    np.testing.assert_array_equal(same["intervention_vectors_model"], v.astype(np.float32))
+
+
 def _dprime(w, a, b):
     pa, pb = a @ w, b @ w
     return (pa.mean() - pb.mean()) / np.sqrt((pa.var() + pb.var()) / 2)
