@@ -34,7 +34,7 @@ from errors import InputError, cli_errors
 from soft_cluster_analyzer import ClusterAnalyzer
 from soft_cluster_stats import intervention_vectors, model_space_vectors
 from soft_cluster_stream import (GB, HISTORY_COLUMNS, Checkpoint, MemoryPlan, Phase1Result,
-                                 assign_all, fingerprint, fit_centres, rss_bytes)
+                                 assign_all, fingerprint, fit_centres, rss_bytes, warm_up)
 
 STAGE = "softclust"
 STAGE_VERSION = 2  # 2: intervention/probe vectors in the model's coordinates
@@ -79,6 +79,7 @@ class SequentialSoftClustering:
             (out / "memberships").mkdir(parents=True, exist_ok=True)
             ckpt = Checkpoint(out / "checkpoint.npz", fingerprint(cfg, len(source), ignore))
             state = ckpt.load() if resume else None
+        warm_up()  # the kernels' code counts in the footprint the plan starts from
         plan = MemoryPlan(int(cfg.memory_budget_gb * GB), rss_bytes(), cfg.n_clusters)
         if state is not None and int(state["phase"]) == 2:
             p1 = Phase1Result(state["p1_centres"], state["p1_history"], [float(v) for v in state["p1_epoch_shift"]],
