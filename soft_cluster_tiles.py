@@ -48,18 +48,16 @@ def available_cores() -> int:
 
 class Tile:
     """One tile handed to a worker: flat positions ``sel`` (sorted), the offset of its first one in
-    the chunk's selection, its float32 vectors ``x`` as stored (not normalised), their norms and
-    inverse norms (0 for a zero vector), and the worker's scratch for the scores ``e`` [rows, k]
-    and a [k, d] product ``kd``. ``x``, ``e`` and ``kd`` are the worker's reused buffers: valid
-    only during the call."""
+    the chunk's selection, its float32 vectors ``x`` as stored (not normalised), their inverse
+    norms (0 for a zero vector), and the worker's scratch for the scores ``e`` [rows, k] and a
+    [k, d] product ``kd``. ``x``, ``e`` and ``kd`` are the worker's reused buffers: valid only
+    during the call."""
 
-    __slots__ = ("sel", "offset", "x", "norms", "inv_norm", "e", "kd")
+    __slots__ = ("sel", "offset", "x", "inv_norm", "e", "kd")
 
-    def __init__(self, sel: np.ndarray, offset: int, x: np.ndarray, norms: np.ndarray, e: np.ndarray,
+    def __init__(self, sel: np.ndarray, offset: int, x: np.ndarray, inv_norm: np.ndarray, e: np.ndarray,
                  kd: np.ndarray):
-        self.sel, self.offset, self.x, self.norms = sel, offset, x, norms
-        self.inv_norm = inverse_norms(norms)
-        self.e, self.kd = e, kd
+        self.sel, self.offset, self.x, self.inv_norm, self.e, self.kd = sel, offset, x, inv_norm, e, kd
 
     def unit(self) -> np.ndarray:
         """A normalised copy of the vectors."""
@@ -123,7 +121,7 @@ class TilePool:
                     x, q = buf[:n], sq[:n]
                     kernels.load_rows(flat_block, sel - lo * span, x, q)
                     check_finite(chunk.name, sel, q, span)
-                    results.append(work(w, Tile(sel, s, x, np.sqrt(q), e[:n], kd)))
+                    results.append(work(w, Tile(sel, s, x, inverse_norms(np.sqrt(q)), e[:n], kd)))
                 return results
 
             if self._executor is None or len(shares) == 1:
