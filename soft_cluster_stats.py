@@ -90,12 +90,15 @@ class Exemplars(_Stateful):
         """Per cluster, the key a candidate must beat (-inf while there is room)."""
         return self.key[:, -1].copy() if self.n else np.full(self.k, np.inf)
 
-    def offer(self, cm: ChunkMemberships, cluster: np.ndarray, key: np.ndarray, seq: np.ndarray,
-              pos: np.ndarray, value: np.ndarray) -> None:
+    def offer(self, cms: list[ChunkMemberships], which: np.ndarray, cluster: np.ndarray, key: np.ndarray,
+              seq: np.ndarray, pos: np.ndarray, value: np.ndarray) -> None:
+        """Candidates (position ``seq``, ``pos`` of chunk ``cms[which]``, ``cluster``, ``key``,
+        membership ``value``), in the order the chunks came: the ``n`` largest keys per cluster
+        stay (ties: earlier first), the new ones with their context."""
         if self.n == 0 or not len(key):
             return
         keep = key > self.key[cluster, -1]  # slots are sorted by key, descending
-        cluster, key, seq, pos, value = cluster[keep], key[keep], seq[keep], pos[keep], value[keep]
+        which, cluster, key, seq, pos, value = which[keep], cluster[keep], key[keep], seq[keep], pos[keep], value[keep]
         if not len(key):
             return
         aff = np.unique(cluster)
@@ -118,10 +121,14 @@ class Exemplars(_Stateful):
         nc, ns = dest_c[~old], dest_s[~old]
         self.key[nc, ns] = key[new]
         self.value[nc, ns] = value[new]
-        self.loc[nc, ns] = np.stack([np.full(len(new), cm.chunk), seq[new], pos[new]], axis=1)
-        tok, vals, oc, ov = cm.context(seq[new], pos[new], cluster[new], self.window, self.top_m, self.k)
-        self.ctx_tokens[nc, ns], self.ctx_values[nc, ns] = tok, vals
-        self.others_c[nc, ns], self.others_v[nc, ns] = oc, ov
+        chunk_ids = np.array([cm.chunk for cm in cms])
+        self.loc[nc, ns] = np.stack([chunk_ids[which[new]], seq[new], pos[new]], axis=1)
+        for b in np.unique(which[new]):
+            mine = which[new] == b
+            n_new = new[mine]
+            tok, vals, oc, ov = cms[b].context(seq[n_new], pos[n_new], cluster[n_new], self.window, self.top_m, self.k)
+            self.ctx_tokens[nc[mine], ns[mine]], self.ctx_values[nc[mine], ns[mine]] = tok, vals
+            self.others_c[nc[mine], ns[mine]], self.others_v[nc[mine], ns[mine]] = oc, ov
 
     def records(self, c: int, decode, sequence_ids) -> list[dict]:
         out = []
@@ -256,10 +263,13 @@ class LdaStats(_Stateful):
         """Keys at or above this cannot enter the reservoir any more."""
         return float(self.res_key.max())
 
-    def add(self, parts: ChunkParts, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
-        """Merge a chunk: the workers' weighted sums and its reservoir candidates (raw vectors)."""
+    def add_sums(self, parts: ChunkParts) -> None:
+        """Merge the workers' weighted sums."""
         self.xsum += parts.xsum.sum(axis=0, dtype=np.float64)
         self.wsum += parts.wsum.sum(axis=0)
+
+    def add_sample(self, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
+        """Offer reservoir candidates (raw vectors): the ``lda_sample`` smallest keys stay."""
         cand = np.flatnonzero(key < self.res_key.max())
         if not len(cand):
             return

@@ -258,22 +258,26 @@ def write_memberships(path: Path, cm: ChunkMemberships, chunk: ActivationChunk, 
     atomic_writer(path, write)
 
 
-def _phase2_chunk(i: int, source: ChunkSource, pool: TilePool, scorer: Scorer, cfg: SoftClusterConfig,
-                  ignore: np.ndarray, plan: MemoryPlan, state_bytes: int, stats: Phase2Stats, out_dir: Path | None) -> None:
-    """Memberships of every position of chunk ``i``: the workers compute them and their share of
-    the statistics tile by tile, then they are merged into ``stats`` (and written)."""
-    k, d = pool.k, pool.dim
-    chunk = source.open(i)
-    _check_dim(chunk, d, lambda: source.open(0).name)
-    valid = valid_positions(chunk, ignore)
+MERGE_EVERY = 8
+"""Phase 2 merges the statistics of this many chunks at once (fewer at a checkpoint, at the end,
+or when the sequence length changes): the merge's fixed cost, ~2 ms of numpy calls on one thread
+while the workers wait, was as large as a 64-sequence chunk's products at k = 64."""
+
+
+def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, pool: TilePool, scorer: Scorer,
+                  cfg: SoftClusterConfig, plan: MemoryPlan, state_bytes: int, floors: tuple, parts: ChunkParts,
+                  out_dir: Path | None) -> dict:
+    """Memberships of every position of chunk ``i``, computed by the workers tile by tile with
+    their share of the statistics (into ``parts``); its membership file is written at once, the
+    rest waits for the merge. ``floors``: what can still enter the LDA reservoir (now: its
+    candidates carry their vectors, and the caller adds them after every chunk) and the exemplar
+    lists (as of the last merge); workers pass on what beats them, the adds re-check exactly."""
+    k = pool.k
     flat = np.flatnonzero(valid.ravel())
     key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
     key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
     tokens, L = chunk.token_ids.ravel(), chunk.seq_len
-    # what can still enter the LDA reservoir and the exemplar lists: workers pass on what beats
-    # these chunk-start floors, the merges re-check exactly (floors only rise)
-    below, top_floor, rand_floor = stats.lda.threshold(), stats.top.floor(), stats.random.floor()
-    parts = ChunkParts.zeros(pool.n, k, L, d)
+    below, top_floor, rand_floor = floors
 
     def tile(w: int, t: Tile):
         sb = sparse_memberships(t.x, t.inv_norm, scorer, cfg.threshold, cfg.top_m, out=t.e)
@@ -292,16 +296,27 @@ def _phase2_chunk(i: int, source: ChunkSource, pool: TilePool, scorer: Scorer, c
 
     res = [r for b in pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile) for w in b for r in w]
     nz, cls, vals = (np.concatenate([r[j] for r in res]) for j in range(3))
-    stats.usage.add(np.sum([r[3] for r in res], axis=0), sum(r[4] for r in res), parts, [r[5] for r in res],
-                    tokens[flat])
-    stats.lda.add(parts, *(np.concatenate([r[6][j] for r in res]) for j in range(4)))
     cm = ChunkMemberships(i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals, chunk.token_ids, valid)
     if out_dir is not None:
         write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
-    at, c, v = (np.concatenate([r[7][j] for r in res]) for j in range(3))
-    stats.top.offer(cm, c, v.astype(np.float64), (at // L).astype(np.int32), (at % L).astype(np.int32), v)
-    at, c, key, v = (np.concatenate([r[8][j] for r in res]) for j in range(4))
-    stats.random.offer(cm, c, key, (at // L).astype(np.int32), (at % L).astype(np.int32), v)
+    cat = lambda j, n: [np.concatenate([r[j][m] for r in res]) for m in range(n)]  # noqa: E731
+    return {"cm": cm, "r_sum": np.sum([r[3] for r in res], axis=0), "loglik": sum(r[4] for r in res),
+            "pairs": [r[5] for r in res], "tokens": tokens[flat], "lda": cat(6, 4), "top": cat(7, 3), "random": cat(8, 4)}
+
+
+def _merge(stats: Phase2Stats, done: list[dict], parts: ChunkParts) -> None:
+    """Merge computed chunks (in order) into the statistics; exact, whatever the batch."""
+    stats.usage.add(np.sum([c["r_sum"] for c in done], axis=0), sum(c["loglik"] for c in done), parts,
+                    [p for c in done for p in c["pairs"]], np.concatenate([c["tokens"] for c in done]))
+    stats.lda.add_sums(parts)
+    cms = [c["cm"] for c in done]
+    L = cms[0].token_ids.shape[1]
+    for name, acc in (("top", stats.top), ("random", stats.random)):
+        which = np.concatenate([np.full(len(c[name][0]), b) for b, c in enumerate(done)]).astype(np.int64)
+        at, cl = (np.concatenate([c[name][j] for c in done]) for j in range(2))
+        val = np.concatenate([c[name][-1] for c in done])
+        key = val.astype(np.float64) if name == "top" else np.concatenate([c[name][2] for c in done])
+        acc.offer(cms, which, cl, key, (at // L).astype(np.int32), (at % L).astype(np.int32), val)
 
 
 def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig, ignore: np.ndarray,
@@ -319,9 +334,28 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     scorer = Scorer(centres, 1.0 / cfg.temperature)
     with TilePool(cfg.n_workers, d, k, TILE_BYTES_PHASE2).running() as pool:
         state_bytes = stats.nbytes() + pool.n * k * d * 4 + pool.nbytes + k * d * 12 + 32 * 2 ** 20
+        done: list[dict] = []
+        parts = None
         for i in range(chunk0, len(source)):
-            _phase2_chunk(i, source, pool, scorer, cfg, ignore, plan, state_bytes, stats, out_dir)
-            if ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
+            chunk = source.open(i)
+            _check_dim(chunk, d, lambda: source.open(0).name)
+            valid = valid_positions(chunk, ignore)
+            if parts is not None and parts.pos_hist.shape[2] != chunk.seq_len:
+                _merge(stats, done, parts)
+                done, parts = [], None
+            if parts is None:
+                exemplar_floors = (stats.top.floor(), stats.random.floor())  # as of the last merge
+                parts = ChunkParts.zeros(pool.n, k, chunk.seq_len, d)
+            waiting = len(done) * valid.size * (16 * cfg.top_m + 24)  # earlier chunks' sparse results
+            floors = (stats.lda.threshold(), *exemplar_floors)  # the reservoir's fresh: candidates carry vectors
+            done.append(_phase2_chunk(i, chunk, valid, pool, scorer, cfg, plan, state_bytes + waiting, floors,
+                                      parts, out_dir))
+            stats.lda.add_sample(*done[-1].pop("lda"))
+            checkpoint = ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source)
+            if checkpoint or len(done) == MERGE_EVERY or i + 1 == len(source):
+                _merge(stats, done, parts)
+                done, parts = [], None
+            if checkpoint:
                 st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
                 for prefix, acc in stats.parts():
                     st.update(acc.state(prefix))

@@ -246,6 +246,19 @@ def test_model_space_vectors_steer_and_read_like_the_whitened_ones():
     np.testing.assert_array_equal(same["intervention_vectors_model"], v.astype(np.float32))
 
 
+def test_merging_statistics_chunk_by_chunk_or_in_batches_gives_the_same_summary(fitted, monkeypatch):
+    _, src, ref, _ = fitted
+    import soft_cluster_stream
+
+    monkeypatch.setattr(soft_cluster_stream, "MERGE_EVERY", 1)
+    m = small_model().fit(src, ignore_token_ids=[CLS])
+    for a, b in zip(m.summary_["clusters"], ref.summary_["clusters"]):  # exemplars, tokens, usage: exact
+        assert a["exemplars"] == b["exemplars"] and a["top_tokens"] == b["top_tokens"] and a["n_top"] == b["n_top"]
+    np.testing.assert_array_equal(m.stats_.usage.hard, ref.stats_.usage.hard)
+    np.testing.assert_array_equal(np.sort(m.stats_.lda.res_key), np.sort(ref.stats_.lda.res_key))
+    np.testing.assert_allclose(m.stats_.lda.xsum, ref.stats_.lda.xsum, rtol=1e-5, atol=1e-6)
+
+
 def _dprime(w, a, b):
     pa, pb = a @ w, b @ w
     return (pa.mean() - pb.mean()) / np.sqrt((pa.var() + pb.var()) / 2)
