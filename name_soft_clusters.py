@@ -203,12 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = cli.resolve(args)
     log = cli.console
+    if args.show is not None and args.show < 1:
+        raise InputError(f"--show {args.show}: must be >= 1")
     if args.local_llm:
         cfg = apply_local_llm(cfg, log, quiet=args.quiet)
     with local_llm_connect(cfg, log, enabled=args.local_llm) as connect:
         sd, names = run_naming(cfg, log, connect)
     an = ClusterAnalyzer(soft_cluster.stage_dir(cfg).path)
     if args.cluster is not None:
+        an.get_cluster_summary(args.cluster)  # a cluster that does not exist: one clear error
         nm = names.get(args.cluster)
         log.rule(f"cluster {args.cluster}: {nm.name if nm and nm.name else 'unnamed'}"
                  + (f" ({nm.summary})" if nm and nm.summary else ""))

@@ -151,8 +151,7 @@ def _init_sample(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray
         flat = sample_positions(valid_positions(chunk, ignore), take, np.random.default_rng([cfg.seed, 0, i]))
         state = cfg.init_sample * chunk.dim * 8
         with TilePool(cfg.n_workers, chunk.dim, cfg.n_clusters).running() as pool:
-            parts += [x for per_block in pool.map_chunk(chunk, flat, plan.rows(chunk, state), lambda w, t: t.unit())
-                      for per_worker in per_block for x in per_worker]
+            parts += pool.map_chunk(chunk, flat, plan.rows(chunk, state), lambda w, t: t.unit())
         have += len(flat)
         if have >= cfg.init_sample:
             break
@@ -196,13 +195,11 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
                                         np.random.default_rng([cfg.seed, 1, epoch, i]))
                 scorer = Scorer(em.centres, inv_t)
                 rx_parts[:] = 0
-                blocks = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes),
-                                        lambda w, t: estep_sums(t.x, t.inv_norm, scorer, rx_parts[w], (t.e, t.kd)))
+                sums = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes),
+                                      lambda w, t: estep_sums(t.x, t.inv_norm, scorer, rx_parts[w], (t.e, t.kd)))
                 r, ll = np.zeros(k), 0.0
-                for per_block in blocks:
-                    for per_worker in per_block:
-                        for br, bll in per_worker:
-                            r, ll = r + br, ll + bll
+                for br, bll in sums:
+                    r, ll = r + br, ll + bll
                 rx = rx_parts.astype(np.float64).sum(axis=0)
                 eta, shift = em.update(r / len(flat), rx / len(flat), cfg.step_decay)
                 history.append((epoch, i, em.t, eta, float(shift.max()), float(shift.mean()), ll / len(flat), len(flat)))
@@ -269,9 +266,9 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, pool: TileP
                   out_dir: Path | None) -> dict:
     """Memberships of every position of chunk ``i``, computed by the workers tile by tile with
     their share of the statistics (into ``parts``); its membership file is written at once, the
-    rest waits for the merge. ``floors``: what can still enter the LDA reservoir (now: its
-    candidates carry their vectors, and the caller adds them after every chunk) and the exemplar
-    lists (as of the last merge); workers pass on what beats them, the adds re-check exactly."""
+    rest waits for the merge. ``floors``: what can still enter the LDA reservoir (as of the last
+    chunk: its candidates carry their vectors) and the exemplar lists (as of the last merge);
+    workers pass on what beats them, the adds re-check exactly."""
     k = pool.k
     flat = np.flatnonzero(valid.ravel())
     key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
@@ -294,7 +291,7 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, pool: TileP
                 (key_lda[span][li], t.x[li], sb.top[li], sb.top_value[li]),
                 (nz[ti], sb.clusters[ti], sb.values[ti]), (t.sel[ri], sb.top[ri], key_rand[span][ri], sb.top_value[ri]))
 
-    res = [r for b in pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile) for w in b for r in w]
+    res = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile)
     nz, cls, vals = (np.concatenate([r[j] for r in res]) for j in range(3))
     cm = ChunkMemberships(i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals, chunk.token_ids, valid)
     if out_dir is not None:

@@ -94,10 +94,10 @@ class TilePool:
             self.close()
 
     def map_chunk(self, chunk: ActivationChunk, flat: np.ndarray, rows: int,
-                  work: Callable[[int, Tile], object]) -> list[list[object]]:
+                  work: Callable[[int, Tile], object]) -> list[object]:
         """Call ``work(worker, tile)`` on every tile of the selected positions ``flat`` (sorted flat
-        indices into the chunk) of ``chunk``, read ``rows`` positions per block. Returns, per
-        block, the per-worker lists of results, in position order when flattened."""
+        indices into the chunk) of ``chunk``, read ``rows`` positions per block. Returns the
+        results in position order."""
         seqs = max(1, rows // chunk.seq_len)
         span, out = chunk.seq_len, []
         for lo, block in chunk.blocks(seqs):
@@ -125,8 +125,9 @@ class TilePool:
                 return results
 
             if self._executor is None or len(shares) == 1:
-                out.append([run(0, shares[0])])
+                out += run(0, shares[0])
             else:
                 futures = [self._executor.submit(run, w, mine) for w, mine in enumerate(shares)]
-                out.append([f.result() for f in futures])
+                for f in futures:  # worker order = position order: each owns a contiguous share
+                    out += f.result()
         return out

