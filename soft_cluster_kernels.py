@@ -102,97 +102,126 @@ def normalise_rows(e, z, row_scale, col_sum):
             e[i, j] = v * f
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def select_rows(e, threshold, top_m, z, col_sum, rows, clusters, values, top, top_v, buf_c, buf_v):
-    """Rows of e = exp(scaled similarities), unnormalised, in one pass each: z[i] = sum_j e[i, j];
-    memberships m = e / z added to col_sum; the (at most ``top_m``) largest m[i, j] >= threshold
-    appended to rows / clusters / values, ordered by (row, cluster); top[i] / top_v[i] = the
-    largest membership's cluster and value. ``buf_c`` / ``buf_v``: scratch of length top_m.
-    Returns the number of entries written."""
-    n, k = e.shape
-    nnz = 0
-    for i in range(n):
-        s = 0.0
-        for j in range(k):
-            s += e[i, j]
-        z[i] = s
-        inv = 1.0 / s
-        for j in range(k):
-            col_sum[j] += e[i, j] * inv
-        thr = threshold * s
-        cnt = 0
-        best = e[i, 0]
-        arg = 0
-        for j in range(k):
-            v = e[i, j]
-            if v > best:
-                best = v
-                arg = j
-            if v >= thr:
-                if cnt < top_m:
-                    pos = cnt
-                    cnt += 1
-                elif v > buf_v[cnt - 1]:
-                    pos = cnt - 1
-                else:
-                    continue
-                while pos > 0 and buf_v[pos - 1] < v:  # keep the buffer sorted by value, descending
-                    buf_v[pos] = buf_v[pos - 1]
-                    buf_c[pos] = buf_c[pos - 1]
-                    pos -= 1
-                buf_v[pos] = v
-                buf_c[pos] = j
-        for a in range(1, cnt):  # then by cluster, as the files store them
-            c, v = buf_c[a], buf_v[a]
-            b = a
-            while b > 0 and buf_c[b - 1] > c:
-                buf_c[b] = buf_c[b - 1]
-                buf_v[b] = buf_v[b - 1]
-                b -= 1
-            buf_c[b] = c
-            buf_v[b] = v
-        for a in range(cnt):
-            rows[nnz + a] = i
-            clusters[nnz + a] = buf_c[a]
-            values[nnz + a] = buf_v[a] * inv
-        nnz += cnt
-        top[i] = arg
-        top_v[i] = best * inv
-    return nnz
+@njit(cache=True, nogil=True, inline="always")
+def _select_row(e, i, thr, top_m, buf_c, buf_v):
+    """Row i of e: the (at most ``top_m``) largest values >= thr into buf_c / buf_v ordered by
+    cluster; returns (count, argmax, max)."""
+    k = e.shape[1]
+    cnt = 0
+    best = e[i, 0]
+    arg = 0
+    for j in range(k):
+        v = e[i, j]
+        if v > best:
+            best = v
+            arg = j
+        if v >= thr:
+            if cnt < top_m:
+                pos = cnt
+                cnt += 1
+            elif v > buf_v[cnt - 1]:
+                pos = cnt - 1
+            else:
+                continue
+            while pos > 0 and buf_v[pos - 1] < v:  # keep the buffer sorted by value, descending
+                buf_v[pos] = buf_v[pos - 1]
+                buf_c[pos] = buf_c[pos - 1]
+                pos -= 1
+            buf_v[pos] = v
+            buf_c[pos] = j
+    for a in range(1, cnt):  # then by cluster, as the files store them
+        c, v = buf_c[a], buf_v[a]
+        b = a
+        while b > 0 and buf_c[b - 1] > c:
+            buf_c[b] = buf_c[b - 1]
+            buf_v[b] = buf_v[b - 1]
+            b -= 1
+        buf_c[b] = c
+        buf_v[b] = v
+    return cnt, arg, best
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
+def _normalise_row(e, i, col_sum):
+    """z = sum_j e[i, j] (float64) and col_sum += e[i] / z; returns z."""
+    k = e.shape[1]
+    s = 0.0
+    for j in range(k):
+        s += e[i, j]
+    inv = np.float32(1.0 / s)
+    for j in range(k):
+        col_sum[j] += e[i, j] * inv
+    return s
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair_add(keys, weights, key, w):
+    """Open-addressing hash table (linear probing, -1 = empty slot, size a power of two): adds w
+    to key's weight; returns 1 if key took a new slot, else 0."""
+    mask = len(keys) - 1
+    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(40)) & mask
+    while keys[h] != key:
+        if keys[h] == -1:
+            keys[h] = key
+            weights[h] = w
+            return 1
+        h = (h + 1) & mask
+    weights[h] += w
+    return 0
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def tile_stats(x, sel, rows, clusters, values, top, top_v, seq_len, lda_min, key_lda, below, key_rand,
-               top_floor, rand_floor, pos_hist, stored, hard, xsum, wsum, lda_idx, top_idx, rand_idx):
-    """A worker's per-cluster statistics of one tile, in one pass over its stored entries
-    (``rows`` into the tile, ``clusters``, ``values``) and one over its positions (``top``,
-    ``top_v``; flat positions ``sel``; raw vectors ``x``):
+def phase2_rows(e, x, sel, tokens, threshold, top_m, seq_len, lda_min, key_lda, below, key_rand, top_floor,
+                rand_floor, rows, clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys,
+                pair_w, fill, lda_idx, top_idx, rand_idx, buf_c, buf_v):
+    """Phase 2 on one tile after the product, one pass per row of e = exp(scaled similarities)
+    (unnormalised; raw vectors ``x``, flat positions ``sel``, ``tokens`` the chunk's flat ids):
 
+    * z = sum_j e[i, j]; memberships e / z; the (at most ``top_m``) largest >= threshold into rows /
+      clusters / values, ordered by (row, cluster); top / top_v: the largest one's cluster and value;
+    * acc[0:k] += memberships (float64), acc[k] += sum of log z (the caller adds the offsets);
     * stored entries: membership mass per position in the sequence into pos_hist [k, seq_len],
-      counts into stored [k]; entries above their cluster's exemplar floor -> top_idx;
+      counts into stored [k], (token * k + cluster) mass into the hash table pair_keys / pair_w
+      (``fill[0]`` counts its used slots), entries above their cluster's exemplar floor -> top_idx;
     * positions: top-cluster counts into hard [k]; keys above the cluster's reservoir floor ->
       rand_idx; confident positions (top_v >= lda_min) add top_v * x to xsum [k, d] and top_v to
       wsum [k], and those with an LDA key below ``below`` -> lda_idx.
 
-    Returns (n_lda, n_top, n_rand): how much of each index array was written."""
+    Returns (nnz, n_lda, n_top, n_rand): how much of each output was written."""
+    n, k = e.shape
     d = x.shape[1]
-    n_top = 0
-    for a in range(len(rows)):
-        c = clusters[a]
-        pos_hist[c, sel[rows[a]] % seq_len] += values[a]
-        stored[c] += 1
-        if values[a] > top_floor[c]:
-            top_idx[n_top] = a
-            n_top += 1
-    n_lda = 0
-    n_rand = 0
-    for i in range(len(top)):
-        c = top[i]
+    nnz = n_lda = n_top = n_rand = 0
+    logz = 0.0
+    for i in range(n):
+        s = _normalise_row(e, i, acc)
+        logz += np.log(s)
+        inv = 1.0 / s
+        cnt, c, best = _select_row(e, i, threshold * s, top_m, buf_c, buf_v)
+        p = sel[i] % seq_len
+        tk = np.int64(tokens[sel[i]]) * k
+        for a in range(cnt):
+            ca = buf_c[a]
+            v = np.float32(buf_v[a] * inv)
+            rows[nnz] = i
+            clusters[nnz] = ca
+            values[nnz] = v
+            pos_hist[ca, p] += v
+            stored[ca] += 1
+            fill[0] += _pair_add(pair_keys, pair_w, tk + ca, np.float64(v))
+            if v > top_floor[ca]:
+                top_idx[n_top] = nnz
+                n_top += 1
+            nnz += 1
+        w = np.float32(best * inv)
+        top[i] = c
+        top_v[i] = w
         hard[c] += 1
         if key_rand[i] > rand_floor[c]:
             rand_idx[n_rand] = i
             n_rand += 1
-        w = top_v[i]
         if w >= lda_min:
             wsum[c] += w
             for j in range(d):
@@ -200,4 +229,5 @@ def tile_stats(x, sel, rows, clusters, values, top, top_v, seq_len, lda_min, key
             if key_lda[i] < below:
                 lda_idx[n_lda] = i
                 n_lda += 1
-    return n_lda, n_top, n_rand
+    acc[k] += logz
+    return nnz, n_lda, n_top, n_rand

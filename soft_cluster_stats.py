@@ -147,29 +147,56 @@ class Exemplars(_Stateful):
         return out
 
 
+def pair_slots(rows: int, top_m: int) -> int:
+    """Slots of a worker's (token, cluster) hash table: a power of two, at least 2^16, and at
+    least twice what one tile of ``rows`` rows can add, so a tile never fills it beyond half."""
+    return 1 << max(16, int(2 * rows * top_m - 1).bit_length())
+
+
 @dataclass
 class ChunkParts:
-    """Per-worker sums of one chunk (``soft_cluster_kernels.tile_stats``), added up in worker order
-    when the chunk is merged, so the result does not depend on thread timing."""
+    """Per-worker sums of the chunks of one merge (``soft_cluster_kernels.phase2_rows``), added up
+    in worker order at the merge, so the result does not depend on thread timing."""
 
+    acc: np.ndarray  # [workers, k + 1] sums of memberships, then of log z + offsets
     pos_hist: np.ndarray  # [workers, k, seq_len] stored membership mass per position
     stored: np.ndarray  # [workers, k] stored entries
     hard: np.ndarray  # [workers, k] positions whose top cluster it is
     xsum: np.ndarray  # [workers, k, d] float32: confident positions' weighted vectors
     wsum: np.ndarray  # [workers, k] their weights
+    pair_keys: np.ndarray  # [workers, slots] token * k + cluster, -1 = empty (slots: ``pair_slots``)
+    pair_w: np.ndarray  # [workers, slots] stored membership mass of each key
+    fill: np.ndarray  # [workers, 1] used slots
+    spilled: list  # per worker: (keys, weights) of its tables emptied before the merge
 
     @classmethod
-    def zeros(cls, workers: int, k: int, seq_len: int, d: int) -> "ChunkParts":
-        return cls(np.zeros((workers, k, seq_len)), np.zeros((workers, k), dtype=np.int64),
+    def zeros(cls, workers: int, k: int, seq_len: int, d: int, slots: int = 2 ** 16) -> "ChunkParts":
+        return cls(np.zeros((workers, k + 1)), np.zeros((workers, k, seq_len)), np.zeros((workers, k), dtype=np.int64),
                    np.zeros((workers, k), dtype=np.int64), np.zeros((workers, k, d), dtype=np.float32),
-                   np.zeros((workers, k)))
+                   np.zeros((workers, k)), np.full((workers, slots), -1, dtype=np.int64),
+                   np.zeros((workers, slots)), np.zeros((workers, 1), dtype=np.int64),
+                   [[] for _ in range(workers)])
 
+    @staticmethod
+    def nbytes_per_worker(k: int, seq_len: int, d: int, slots: int) -> int:
+        return 8 * (k + 1) + 8 * k * seq_len + 24 * k + 4 * k * d + 16 * slots
 
-def token_pairs(tokens: np.ndarray, cluster: np.ndarray, value: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stored entries' (token, cluster) pairs: sorted unique keys token * k + cluster and the
-    membership mass of each."""
-    uniq, inv = np.unique(tokens.astype(np.int64) * k + cluster, return_inverse=True)
-    return uniq, np.bincount(inv, weights=value)
+    def make_room(self, w: int, n_new: int) -> None:
+        """Worker ``w`` is about to add up to ``n_new`` pairs: empty its table first if that could
+        fill it beyond half (linear probing stays short)."""
+        if self.fill[w, 0] + n_new > self.pair_keys.shape[1] // 2:
+            self.spilled[w].append(self._take(w))
+
+    def _take(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        used = np.flatnonzero(self.pair_keys[w] >= 0)
+        out = self.pair_keys[w, used], self.pair_w[w, used]
+        self.pair_keys[w, used] = -1  # a key's weight is set when it takes a slot
+        self.fill[w, 0] = 0
+        return out
+
+    def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every worker's (token * k + cluster, mass) pairs, in worker order; a key can recur."""
+        return [p for w in range(len(self.fill)) for p in (*self.spilled[w], self._take(w))]
 
 
 class UsageStats(_Stateful):
@@ -192,11 +219,12 @@ class UsageStats(_Stateful):
         self._buf_k: list[np.ndarray] = []
         self._buf_w: list[np.ndarray] = []
 
-    def add(self, r_sum: np.ndarray, loglik: float, parts: ChunkParts, pairs: list, valid_tokens: np.ndarray) -> None:
-        """Merge a chunk: its membership sums and log-likelihood, the workers' counts and pairs,
-        and the tokens at its assigned positions."""
-        self.soft += r_sum
-        self.loglik += loglik
+    def add(self, parts: "ChunkParts", valid_tokens: np.ndarray) -> None:
+        """Merge chunks: the workers' membership sums, log-likelihoods, counts and pairs, and the
+        tokens at the chunks' assigned positions."""
+        acc = parts.acc.sum(axis=0)
+        self.soft += acc[:self.k]
+        self.loglik += acc[self.k] - len(valid_tokens) * np.log(self.k)
         self.n_positions += len(valid_tokens)
         self.hard += parts.hard.sum(axis=0)
         self.stored += parts.stored.sum(axis=0)
@@ -208,8 +236,8 @@ class UsageStats(_Stateful):
         if len(toks) and toks.max() >= len(self.token_counts):
             self.token_counts = np.pad(self.token_counts, (0, int(toks.max()) + 1 - len(self.token_counts)))
         self.token_counts += np.bincount(toks, minlength=len(self.token_counts))
-        for uniq, weights in pairs:
-            self._buf_k.append(uniq)
+        for keys, weights in parts.pairs():
+            self._buf_k.append(keys)
             self._buf_w.append(weights)
         if sum(len(b) for b in self._buf_k) > 1_000_000:
             self.flush()

@@ -26,9 +26,9 @@ from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
 import soft_cluster_kernels as kernels
-from soft_cluster_stats import ChunkMemberships, ChunkParts, Exemplars, LdaStats, UsageStats, token_pairs
+from soft_cluster_stats import ChunkMemberships, ChunkParts, Exemplars, LdaStats, UsageStats, pair_slots
 from soft_cluster_tiles import TILE_BYTES_PHASE2, Tile, TilePool
-from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions, sparse_memberships
+from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions
 
 GB = 1024 ** 3
 
@@ -80,11 +80,16 @@ def warm_up() -> None:
     for inv_t in (20.0, 200.0):
         scorer = Scorer(np.eye(k, d, dtype=np.float32), inv_t)
         estep_sums(x, inv, scorer, np.zeros((k, d), dtype=np.float32))
-        sb = sparse_memberships(x, inv, scorer, 0.05, 2)
-    idx = np.empty(4 * k, dtype=np.int64)
-    kernels.tile_stats(x, np.arange(4), sb.rows, sb.clusters, sb.values, sb.top, sb.top_value, 2, 0.5, np.zeros(4),
-                       0.5, np.zeros(4), np.zeros(k), np.zeros(k), np.zeros((k, 2)), np.zeros(k, dtype=np.int64),
-                       np.zeros(k, dtype=np.int64), np.zeros((k, d), dtype=np.float32), np.zeros(k), idx, idx, idx)
+        e, _ = scorer.scores(x, inv)
+    parts = ChunkParts.zeros(1, k, 2, d)
+    i4, f4, idx = np.empty(4 * k, dtype=np.int32), np.empty(4 * k, dtype=np.float32), np.empty(4 * k, dtype=np.int64)
+    for writeable in (True, False):  # token ids of generated chunks, and read from files
+        tokens = np.zeros(8, dtype=np.int32)
+        tokens.flags.writeable = writeable
+        kernels.phase2_rows(e, x, np.arange(4), tokens, np.float32(0.05), 2, 2, np.float32(0.5), np.zeros(4), 0.5,
+                            np.zeros(4), np.zeros(k), np.zeros(k), idx, i4, f4, i4, f4, parts.acc[0], parts.pos_hist[0],
+                            parts.stored[0], parts.hard[0], parts.xsum[0], parts.wsum[0], parts.pair_keys[0],
+                            parts.pair_w[0], parts.fill[0], idx, idx, idx, i4, f4)
 
 
 def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:
@@ -261,50 +266,69 @@ or when the sequence length changes): the merge's fixed cost, ~2 ms of numpy cal
 while the workers wait, was as large as a 64-sequence chunk's products at k = 64."""
 
 
+def phase2_tile(e: np.ndarray, offset: np.ndarray, x: np.ndarray, sel: np.ndarray, tokens: np.ndarray, seq_len: int, threshold: float,
+                top_m: int, lda_min: float, key_lda: np.ndarray, key_rand: np.ndarray, floors: tuple,
+                parts: ChunkParts, w: int, scratch: tuple | None = None):
+    """Phase 2 of one tile after the product (``soft_cluster_kernels.phase2_rows``): ``e``,
+    ``offset`` = :meth:`vmf.Scorer.scores` of the raw vectors ``x`` at flat positions ``sel``, ``tokens`` the
+    chunk's flat token ids; the statistics go into worker ``w``'s share of ``parts``. Returns
+    the stored entries (rows into the tile, clusters, memberships), each row's top cluster and
+    membership, and the rows / entries that may enter the LDA reservoir, the top exemplars and the
+    random exemplars (``floors``: what they must beat)."""
+    n, k = e.shape
+    m = min(top_m, k)
+    below, top_floor, rand_floor = floors
+    rows, cls, vals = np.empty(n * m, dtype=np.int64), np.empty(n * m, dtype=np.int32), np.empty(n * m, dtype=np.float32)
+    top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
+    li, ti, ri = np.empty(n, dtype=np.int64), np.empty(n * m, dtype=np.int64), np.empty(n, dtype=np.int64)
+    buf_c, buf_v = scratch or (np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32))
+    parts.make_room(w, n * m)
+    parts.acc[w, k] += offset.sum()
+    nnz, n_lda, n_top, n_rand = kernels.phase2_rows(
+        e, x, sel, tokens, np.float32(threshold), m, seq_len, np.float32(lda_min), key_lda, below, key_rand,
+        top_floor, rand_floor, rows, cls, vals, top, top_v, parts.acc[w], parts.pos_hist[w], parts.stored[w],
+        parts.hard[w], parts.xsum[w], parts.wsum[w], parts.pair_keys[w], parts.pair_w[w], parts.fill[w], li, ti, ri,
+        buf_c, buf_v)
+    return (rows[:nnz], cls[:nnz], vals[:nnz]), top, top_v, (li[:n_lda], ti[:n_top], ri[:n_rand])
+
+
 def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, pool: TilePool, scorer: Scorer,
                   cfg: SoftClusterConfig, plan: MemoryPlan, state_bytes: int, floors: tuple, parts: ChunkParts,
                   out_dir: Path | None) -> dict:
     """Memberships of every position of chunk ``i``, computed by the workers tile by tile with
     their share of the statistics (into ``parts``); its membership file is written at once, the
     rest waits for the merge. ``floors``: what can still enter the LDA reservoir (as of the last
-    chunk: its candidates carry their vectors) and the exemplar lists (as of the last merge);
+    offer to it) and the exemplar lists (as of the last merge);
     workers pass on what beats them, the adds re-check exactly."""
-    k = pool.k
+    k, m = pool.k, min(cfg.top_m, pool.k)
     flat = np.flatnonzero(valid.ravel())
     key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
     key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
     tokens, L = chunk.token_ids.ravel(), chunk.seq_len
-    below, top_floor, rand_floor = floors
+    scratch = [(np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32)) for _ in range(pool.n)]
 
     def tile(w: int, t: Tile):
-        sb = sparse_memberships(t.x, t.inv_norm, scorer, cfg.threshold, cfg.top_m, out=t.e)
-        n, span = len(t.sel), slice(t.offset, t.offset + len(t.sel))
-        li, ti, ri = np.empty(n, dtype=np.int64), np.empty(len(sb.rows), dtype=np.int64), np.empty(n, dtype=np.int64)
-        n_lda, n_top, n_rand = kernels.tile_stats(
-            t.x, t.sel, sb.rows, sb.clusters, sb.values, sb.top, sb.top_value, L, cfg.lda_min_membership,
-            key_lda[span], below, key_rand[span], top_floor, rand_floor, parts.pos_hist[w], parts.stored[w],
-            parts.hard[w], parts.xsum[w], parts.wsum[w], li, ti, ri)
-        li, ti, ri = li[:n_lda], ti[:n_top], ri[:n_rand]
-        nz = t.sel[sb.rows]
-        return (nz, sb.clusters, sb.values, sb.r_sum, float(sb.loglik.sum()),
-                token_pairs(tokens[nz], sb.clusters, sb.values, k),
-                (key_lda[span][li], t.x[li], sb.top[li], sb.top_value[li]),
-                (nz[ti], sb.clusters[ti], sb.values[ti]), (t.sel[ri], sb.top[ri], key_rand[span][ri], sb.top_value[ri]))
+        e, offset = scorer.scores(t.x, t.inv_norm, out=t.e)
+        span = slice(t.offset, t.offset + len(t.sel))
+        kl, kr = key_lda[span], key_rand[span]
+        (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_tile(
+            e, offset, t.x, t.sel, tokens, L, cfg.threshold, m, cfg.lda_min_membership, kl, kr, floors, parts, w, scratch[w])
+        nz = t.sel[rows]
+        return (nz, cls, vals, (kl[li], t.x[li], top[li], top_v[li]), (nz[ti], cls[ti], vals[ti]),
+                (t.sel[ri], top[ri], kr[ri], top_v[ri]))
 
     res = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile)
     nz, cls, vals = (np.concatenate([r[j] for r in res]) for j in range(3))
     cm = ChunkMemberships(i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals, chunk.token_ids, valid)
     if out_dir is not None:
         write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
-    cat = lambda j, n: [np.concatenate([r[j][m] for r in res]) for m in range(n)]  # noqa: E731
-    return {"cm": cm, "r_sum": np.sum([r[3] for r in res], axis=0), "loglik": sum(r[4] for r in res),
-            "pairs": [r[5] for r in res], "tokens": tokens[flat], "lda": cat(6, 4), "top": cat(7, 3), "random": cat(8, 4)}
+    cat = lambda j, n: [np.concatenate([r[j][q] for r in res]) for q in range(n)]  # noqa: E731
+    return {"cm": cm, "tokens": tokens[flat], "lda": cat(3, 4), "top": cat(4, 3), "random": cat(5, 4)}
 
 
 def _merge(stats: Phase2Stats, done: list[dict], parts: ChunkParts) -> None:
     """Merge computed chunks (in order) into the statistics; exact, whatever the batch."""
-    stats.usage.add(np.sum([c["r_sum"] for c in done], axis=0), sum(c["loglik"] for c in done), parts,
-                    [p for c in done for p in c["pairs"]], np.concatenate([c["tokens"] for c in done]))
+    stats.usage.add(parts, np.concatenate([c["tokens"] for c in done]))
     stats.lda.add_sums(parts)
     cms = [c["cm"] for c in done]
     L = cms[0].token_ids.shape[1]
@@ -314,6 +338,11 @@ def _merge(stats: Phase2Stats, done: list[dict], parts: ChunkParts) -> None:
         val = np.concatenate([c[name][-1] for c in done])
         key = val.astype(np.float64) if name == "top" else np.concatenate([c[name][2] for c in done])
         acc.offer(cms, which, cl, key, (at // L).astype(np.int32), (at % L).astype(np.int32), val)
+
+
+def _offer_pending(stats: Phase2Stats, pending: list[tuple]) -> None:
+    if pending:
+        stats.lda.add_sample(*(np.concatenate([p[j] for p in pending]) for j in range(4)))
 
 
 def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig, ignore: np.ndarray,
@@ -330,26 +359,37 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         log(f"phase 2: resuming at chunk {chunk0}")
     scorer = Scorer(centres, 1.0 / cfg.temperature)
     with TilePool(cfg.n_workers, d, k, TILE_BYTES_PHASE2).running() as pool:
-        state_bytes = stats.nbytes() + pool.n * k * d * 4 + pool.nbytes + k * d * 12 + 32 * 2 ** 20
+        slots = pair_slots(pool.tile, min(cfg.top_m, k))
+        state_bytes = (stats.nbytes() + pool.nbytes + k * d * 12 + 32 * 2 ** 20
+                       + (cfg.lda_sample // 8) * (d * 4 + 24))
         done: list[dict] = []
         parts = None
+        # reservoir candidates (with their vectors) not offered yet: offered at every merge, or as
+        # soon as they are an eighth of the reservoir (early in a run, when most positions are)
+        pending: list[tuple] = []
         for i in range(chunk0, len(source)):
             chunk = source.open(i)
             _check_dim(chunk, d, lambda: source.open(0).name)
             valid = valid_positions(chunk, ignore)
             if parts is not None and parts.pos_hist.shape[2] != chunk.seq_len:
+                _offer_pending(stats, pending)
                 _merge(stats, done, parts)
-                done, parts = [], None
+                done, parts, pending = [], None, []
             if parts is None:
                 exemplar_floors = (stats.top.floor(), stats.random.floor())  # as of the last merge
-                parts = ChunkParts.zeros(pool.n, k, chunk.seq_len, d)
+                parts = ChunkParts.zeros(pool.n, k, chunk.seq_len, d, slots)
             waiting = len(done) * valid.size * (16 * cfg.top_m + 24)  # earlier chunks' sparse results
-            floors = (stats.lda.threshold(), *exemplar_floors)  # the reservoir's fresh: candidates carry vectors
+            waiting += pool.n * ChunkParts.nbytes_per_worker(k, chunk.seq_len, d, slots)
+            floors = (stats.lda.threshold(), *exemplar_floors)  # as of the last offer to the reservoir
             done.append(_phase2_chunk(i, chunk, valid, pool, scorer, cfg, plan, state_bytes + waiting, floors,
                                       parts, out_dir))
-            stats.lda.add_sample(*done[-1].pop("lda"))
+            pending.append(done[-1].pop("lda"))
             checkpoint = ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source)
-            if checkpoint or len(done) == MERGE_EVERY or i + 1 == len(source):
+            merge = checkpoint or len(done) == MERGE_EVERY or i + 1 == len(source)
+            if merge or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8:
+                _offer_pending(stats, pending)
+                pending = []
+            if merge:
                 _merge(stats, done, parts)
                 done, parts = [], None
             if checkpoint:

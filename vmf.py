@@ -177,37 +177,6 @@ class StepwiseEM:
         return len(redundant)
 
 
-@dataclass
-class SparseBlock:
-    """Memberships of one block: stored entries (row, cluster, value) and dense per-row facts."""
-
-    rows: np.ndarray  # int64 [nnz], sorted with clusters
-    clusters: np.ndarray  # int32 [nnz]
-    values: np.ndarray  # float32 [nnz]
-    top: np.ndarray  # int32 [B] argmax cluster
-    top_value: np.ndarray  # float32 [B] its membership
-    r_sum: np.ndarray  # float64 [k] sum of (dense) memberships
-    loglik: np.ndarray  # float64 [B]
-
-
-def sparse_memberships(x: np.ndarray, inv_norm: np.ndarray, scorer: Scorer, threshold: float,
-                       top_m: int, out: np.ndarray | None = None) -> SparseBlock:
-    """Memberships of rows ``x`` (``inv_norm`` from :func:`inverse_norms`), keeping per row the
-    ``top_m`` largest that are >= threshold (one pass, ``soft_cluster_kernels.select_rows``)."""
-    e, offset = scorer.scores(x, inv_norm, out=out)
-    n, k = e.shape
-    m = min(top_m, k)
-    z, r_sum = np.empty(n), np.zeros(k)
-    rows = np.empty(n * m, dtype=np.int64)
-    clusters = np.empty(n * m, dtype=np.int32)
-    values = np.empty(n * m, dtype=np.float32)
-    top = np.empty(n, dtype=np.int32)
-    top_v = np.empty(n, dtype=np.float32)
-    nnz = kernels.select_rows(e, np.float32(threshold), m, z, r_sum, rows, clusters, values, top, top_v,
-                              np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32))
-    return SparseBlock(rows[:nnz], clusters[:nnz], values[:nnz], top, top_v, r_sum, offset + np.log(z) - np.log(k))
-
-
 def sample_positions(valid: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
     """Up to ``max_points`` flat indices of True cells of ``valid``, without replacement, sorted."""
     flat = np.flatnonzero(valid.ravel())

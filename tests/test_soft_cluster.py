@@ -359,25 +359,3 @@ def test_analyzer_summary_and_context(fitted, capsys):
         an.get_cluster_summary(99)
     with pytest.raises(InputError, match="no summary.json"):
         ClusterAnalyzer(out / "memberships")
-
-
-def test_select_kernel_matches_a_sort():
-    from vmf import Scorer, sparse_memberships
-
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((300, 12)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    c = rng.standard_normal((40, 12)).astype(np.float32)
-    c /= np.linalg.norm(c, axis=1, keepdims=True)
-    for t, thr, m in ((0.2, 0.02, 3), (0.05, 0.3, 2), (1.0, 0.001, 40)):
-        sb = sparse_memberships(x, np.ones(len(x), dtype=np.float32), Scorer(c, 1 / t), thr, m)
-        logits = (x @ c.T).astype(np.float64) / t
-        r = np.exp(logits - logits.max(1, keepdims=True))
-        r /= r.sum(1, keepdims=True)
-        want = [(i, j) for i in range(len(x)) for j in np.sort(np.argsort(-r[i])[:m]) if r[i, j] >= thr]
-        assert list(zip(sb.rows.tolist(), sb.clusters.tolist())) == want
-        np.testing.assert_allclose(sb.values, [r[i, j] for i, j in want], rtol=1e-4)
-        np.testing.assert_array_equal(sb.top, r.argmax(1))
-        np.testing.assert_allclose(sb.r_sum, r.sum(0), rtol=1e-4)
-        lse = np.log(np.exp(logits).mean(1))
-        np.testing.assert_allclose(sb.loglik, lse, atol=1e-5)

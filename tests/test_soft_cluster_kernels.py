@@ -57,33 +57,86 @@ def test_scores_and_estep_match_float64(inv_t):
     np.testing.assert_allclose(ll, lse.sum(), rtol=1e-5)
 
 
-def test_tile_stats_match_numpy():
-    rng = np.random.default_rng(2)
-    n, k, d, L, m = 60, 5, 7, 12, 2
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    sel = np.sort(rng.choice(10 * L, size=n, replace=False))  # flat positions, L per sequence
-    rows = np.repeat(np.arange(n), m)
-    clusters = rng.integers(k, size=n * m).astype(np.int32)
-    values = rng.random(n * m).astype(np.float32)
-    top, top_v = rng.integers(k, size=n).astype(np.int32), rng.random(n).astype(np.float32)
-    key_lda, key_rand = rng.random(n), rng.random(n)
-    top_floor, rand_floor = rng.random(k), rng.random(k)
-    pos_hist, stored, hard = np.ones((k, L)), np.ones(k, dtype=np.int64), np.ones(k, dtype=np.int64)
-    xsum, wsum = np.ones((k, d), dtype=np.float32), np.ones(k)
-    li, ti, ri = (np.empty(s, dtype=np.int64) for s in (n, n * m, n))
-    n_lda, n_top, n_rand = kernels.tile_stats(x, sel, rows, clusters, values, top, top_v, L, 0.5, key_lda, 0.3,
-                                              key_rand, top_floor, rand_floor, pos_hist, stored, hard, xsum, wsum,
-                                              li, ti, ri)
-    want_hist = np.ones((k, L))
-    np.add.at(want_hist, (clusters, sel[rows] % L), values)
-    np.testing.assert_allclose(pos_hist, want_hist)
-    np.testing.assert_array_equal(stored, 1 + np.bincount(clusters, minlength=k))
-    np.testing.assert_array_equal(hard, 1 + np.bincount(top, minlength=k))
+@pytest.mark.parametrize("t, thr, m", [(0.2, 0.02, 3), (0.05, 0.3, 2), (1.0, 0.001, 40),
+                                       (1 / (2 * EXP_SAFE_INV_T), 0.05, 4)])  # the last with the row-max shift
+def test_phase2_tile_matches_numpy(t, thr, m):
+    from soft_cluster_stats import ChunkParts
+    from soft_cluster_stream import phase2_tile
+
+    rng = np.random.default_rng(5)
+    n, k, d, L = 300, 40, 12, 16
+    x = (rng.standard_normal((n, d)) * rng.uniform(0.5, 3, (n, 1))).astype(np.float32)
+    c = rng.standard_normal((k, d)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    sel = np.sort(rng.choice(30 * L, size=n, replace=False))  # flat positions, L per sequence
+    tokens = rng.integers(0, 7, size=30 * L).astype(np.int32)  # few token ids: (token, cluster) pairs recur
+    key_lda, key_rand, top_floor, rand_floor = rng.random(n), rng.random(n), rng.random(k), rng.random(k)
+    parts = ChunkParts.zeros(2, k, L, d)
+    scorer = Scorer(c, 1 / t)
+    e, offset = scorer.scores(x, inverse_norms(np.linalg.norm(x, axis=1)))
+    (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_tile(
+        e, offset, x, sel, tokens, L, thr, m, 0.5, key_lda, key_rand, (0.3, top_floor, rand_floor), parts, 1)
+
+    unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    logits = unit @ c.T.astype(np.float64) / t
+    r = np.exp(logits - logits.max(1, keepdims=True))
+    r /= r.sum(1, keepdims=True)
+    want = [(i, j) for i in range(n) for j in np.sort(np.argsort(-r[i])[:m]) if r[i, j] >= thr]
+    assert list(zip(rows.tolist(), cls.tolist())) == want  # top m above the threshold, by (row, cluster)
+    np.testing.assert_allclose(vals, [r[i, j] for i, j in want], rtol=1e-4)
+    np.testing.assert_array_equal(top, r.argmax(1))
+    np.testing.assert_allclose(top_v, r.max(1), rtol=1e-4)
+    assert not parts.acc[0].any() and not parts.hard[0].any()  # worker 0's share untouched
+    np.testing.assert_allclose(parts.acc[1, :k], r.sum(0), rtol=1e-4)
+    lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).mean(1)) + logits.max(1)
+    np.testing.assert_allclose(parts.acc[1, k] - n * np.log(k), lse.sum(), rtol=1e-5)
+
+    want_hist = np.zeros((k, L))
+    np.add.at(want_hist, (cls, sel[rows] % L), vals)
+    np.testing.assert_allclose(parts.pos_hist[1], want_hist, rtol=1e-6)
+    np.testing.assert_array_equal(parts.stored[1], np.bincount(cls, minlength=k))
+    np.testing.assert_array_equal(parts.hard[1], np.bincount(top, minlength=k))
     conf = top_v >= 0.5
-    want_x = np.ones((k, d))
+    want_x = np.zeros((k, d))
     np.add.at(want_x, top[conf], top_v[conf, None] * x[conf])
-    np.testing.assert_allclose(xsum, want_x, rtol=1e-5)
-    np.testing.assert_allclose(wsum, 1 + np.bincount(top[conf], weights=top_v[conf], minlength=k))
-    np.testing.assert_array_equal(li[:n_lda], np.flatnonzero(conf & (key_lda < 0.3)))
-    np.testing.assert_array_equal(ti[:n_top], np.flatnonzero(values > top_floor[clusters]))
-    np.testing.assert_array_equal(ri[:n_rand], np.flatnonzero(key_rand > rand_floor[top]))
+    np.testing.assert_allclose(parts.xsum[1], want_x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(parts.wsum[1], np.bincount(top[conf], weights=top_v[conf], minlength=k), rtol=1e-6)
+    np.testing.assert_array_equal(li, np.flatnonzero(conf & (key_lda < 0.3)))
+    np.testing.assert_array_equal(ti, np.flatnonzero(vals > top_floor[cls]))
+    np.testing.assert_array_equal(ri, np.flatnonzero(key_rand > rand_floor[top]))
+    keys, weights = (np.concatenate(a) for a in zip(*parts.pairs()))
+    assert len(np.unique(keys)) == len(keys)  # one slot per pair
+    want_k, inv = np.unique(tokens[sel[rows]].astype(np.int64) * k + cls, return_inverse=True)
+    order = np.argsort(keys)
+    np.testing.assert_array_equal(keys[order], want_k)
+    np.testing.assert_allclose(weights[order], np.bincount(inv, weights=vals), rtol=1e-6)
+    assert parts.fill[1, 0] == 0 and (parts.pair_keys == -1).all()  # taken: the tables are empty again
+
+
+def test_pair_tables_spill_when_half_full_and_lose_nothing():
+    from soft_cluster_stats import ChunkParts
+    from soft_cluster_stream import phase2_tile
+
+    rng = np.random.default_rng(6)
+    k, d, L, m = 8, 4, 10, 3
+    parts = ChunkParts.zeros(1, k, L, d, slots=64)  # 32 pairs before a spill; a 10-row tile adds up to 30
+    c = np.eye(k, d, dtype=np.float32)
+    c[d:] = -np.eye(k - d, d)
+    tokens = rng.integers(0, 50, size=40 * L).astype(np.int32)
+    want = {}
+    for tile in range(12):
+        sel = np.sort(rng.choice(40 * L, size=10, replace=False))
+        x = rng.standard_normal((10, d)).astype(np.float32)
+        e, offset = Scorer(c, 2.0).scores(x, inverse_norms(np.linalg.norm(x, axis=1)))
+        (rows, cls, vals), *_ = phase2_tile(e, offset, x, sel, tokens, L, 0.01, m, 0.5, np.ones(10), np.zeros(10),
+                                            (0.0, np.ones(k), np.ones(k)), parts, 0)
+        for key, v in zip(tokens[sel[rows]].astype(np.int64) * k + cls, vals):
+            want[int(key)] = want.get(int(key), 0.0) + float(v)
+        assert parts.fill[0, 0] <= 32
+    assert len(parts.spilled[0]) >= 3
+    got = {}
+    for keys, weights in parts.pairs():
+        for key, v in zip(keys.tolist(), weights.tolist()):
+            got[key] = got.get(key, 0.0) + v
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[q] for q in want], list(want.values()), rtol=1e-6)
