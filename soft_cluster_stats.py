@@ -21,8 +21,10 @@ class _Stateful:
         return {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in self.ARRAYS}
 
     def load_state(self, state: dict[str, np.ndarray], prefix: str) -> None:
+        """Take over the arrays of ``state`` (as read from a checkpoint): they are updated in place
+        from then on, not copied (the LDA reservoir alone is lda_sample x d floats)."""
         for name in self.ARRAYS:
-            setattr(self, name, np.array(state[f"{prefix}{name}"]))
+            setattr(self, name, np.asarray(state[f"{prefix}{name}"]))
 
 
 @dataclass

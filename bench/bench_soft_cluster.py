@@ -36,9 +36,12 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -46,6 +49,10 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import soft_cluster_kernels  # noqa: E402
+import soft_cluster_stream  # noqa: E402
+import soft_cluster_tiles  # noqa: E402
+import vmf  # noqa: E402
 from activations import ArrayChunk, FileSource, GeneratedSource, write_chunk  # noqa: E402
 from cache import atomic_write_json, atomic_write_text, package_versions  # noqa: E402
 from config import SoftClusterConfig  # noqa: E402
@@ -113,6 +120,51 @@ def products_only(d: int, k: int, n_vectors: int, workers: int) -> float:
         return (time.perf_counter() - t) * n_vectors / (per_worker * rows * workers)
 
 
+@contextmanager
+def stage_clock(cpu: dict[str, float]) -> Iterator[None]:
+    """Add each phase-2 stage's thread CPU seconds into ``cpu`` while the block runs, by wrapping
+    the stage functions: the gather (``load``), the product and exp (``scores``), the per-row
+    kernel (``rows``) and each tile's whole work; ``glue`` = tile work outside the other two."""
+    lock = threading.Lock()
+
+    def timed(name: str, f):
+        def g(*a, **kw):
+            c = time.thread_time()
+            try:
+                return f(*a, **kw)
+            finally:
+                with lock:
+                    cpu[name] = cpu.get(name, 0.0) + time.thread_time() - c
+        return g
+
+    originals = [(soft_cluster_kernels, "load_rows"), (vmf.Scorer, "scores"), (soft_cluster_stream, "phase2_tile"),
+                 (soft_cluster_tiles.TilePool, "map_chunk")]
+    saved = [getattr(owner, name) for owner, name in originals]
+    map_chunk = saved[-1]
+    soft_cluster_kernels.load_rows = timed("load", saved[0])
+    vmf.Scorer.scores = timed("scores", saved[1])
+    soft_cluster_stream.phase2_tile = timed("rows", saved[2])
+    soft_cluster_tiles.TilePool.map_chunk = lambda self, c, f, r, work: map_chunk(self, c, f, r, timed("tile", work))
+    try:
+        yield
+    finally:
+        for (owner, name), f in zip(originals, saved):
+            setattr(owner, name, f)
+        cpu["glue"] = cpu.pop("tile", 0.0) - cpu.get("scores", 0.0) - cpu.get("rows", 0.0)
+
+
+def phase2_breakdown(run, state: dict, n_pos: int) -> dict[str, float]:
+    """Core-µs per position of each phase-2 stage in one (untimed) warm run: the workers' stages,
+    and the main thread's own work (chunk set-up, merges), during which the workers wait."""
+    cpu: dict[str, float] = {}
+    state = {key: np.array(v) for key, v in state.items()}
+    with stage_clock(cpu):
+        c = time.thread_time()
+        run(state)
+        cpu["main"] = time.thread_time() - c
+    return {name: round(v / n_pos * 1e6, 3) for name, v in cpu.items()}
+
+
 def throughput(d: int, k: int, n_vectors: int, reps: int = 3) -> dict:
     n_seq = max(1, 8192 // SEQ_LEN)
     n_chunks = max(1, n_vectors // (n_seq * SEQ_LEN))
@@ -139,20 +191,24 @@ def throughput(d: int, k: int, n_vectors: int, reps: int = 3) -> dict:
     for prefix, acc in seen.parts():
         warm.update(acc.state(prefix))
     workers = available_cores()
-    runs = {"phase1": lambda: fit_centres(src, cfg, none, plan, None, dict(start), quiet),
-            "phase2": lambda: assign_all(src, init, cfg, none, plan, None, None, dict(warm), quiet),
-            "phase2_cold": lambda: assign_all(src, init, cfg, none, plan, None, None, None, quiet)}
+    # the passes take over (and update) the state they resume from, as from a checkpoint: each run
+    # gets its own copy, made before the clock starts
+    runs = {"phase1": (start, lambda s: fit_centres(src, cfg, none, plan, None, s, quiet)),
+            "phase2": (warm, lambda s: assign_all(src, init, cfg, none, plan, None, None, s, quiet)),
+            "phase2_cold": (None, lambda s: assign_all(src, init, cfg, none, plan, None, None, None, quiet))}
     best = {name: np.inf for name in [*runs, "products"]}
     peak = 0.0
     for _ in range(reps):  # best of reps, each right after a roofline measurement
-        for name, run in runs.items():
+        for name, (state, run) in runs.items():
+            state = {key: np.array(v) for key, v in state.items()} if state is not None else None
             peak = max(peak, roofline())
             t = time.perf_counter()
-            run()
+            run(state)
             best[name] = min(best[name], time.perf_counter() - t)
         best["products"] = min(best["products"], products_only(d, k, n_pos, workers))
     flops = {"phase1": 4 * k * d, "phase2": 2 * k * d, "phase2_cold": 2 * k * d, "products": 4 * k * d}
-    out = {"d": d, "k": k, "vectors": n_pos, "workers": workers, "roofline_gflops": round(peak, 1)}
+    out = {"d": d, "k": k, "vectors": n_pos, "workers": workers, "roofline_gflops": round(peak, 1),
+           "phase2_core_us": phase2_breakdown(runs["phase2"][1], warm, n_pos)}
     for name, seconds in best.items():
         v = n_pos / seconds
         out[f"{name}_vectors_per_s"] = round(v)
@@ -221,7 +277,7 @@ def main() -> int:
     rows = []
     for d in dims:
         for k in (64, 512):
-            r = throughput(d, k, 200_000 if d == 384 else 60_000)
+            r = throughput(d, k, 400_000 if d == 384 else 150_000)
             print(r, flush=True)
             rows.append(r)
     budget = 0.4 if args.quick else args.budget_gb
@@ -248,6 +304,17 @@ def main() -> int:
     lines += [f"| {r['d']} | {r['k']} | {r['roofline_gflops']} | {r['phase1_vectors_per_s']:,} | {r['phase1_ratio']:.2f} | "
               f"{r['phase2_vectors_per_s']:,} | {r['phase2_ratio']:.2f} | {r['phase2_cold_ratio']:.2f} | "
               f"{r['products_ratio']:.2f} |" for r in rows]
+    lines += ["", "Where phase 2 (warm) spends its time: thread CPU µs per vector of each stage, from one more run with the "
+              "stages wrapped in clocks; the workers' stages run on all cores at once, the main thread's own work (chunk "
+              "set-up, merges of statistics and exemplars) runs while they wait. *At roofline* = the product alone at "
+              "the roofline's per-core speed.", "",
+              "| d | k | gather | product + exp | row kernel | tile glue | main thread | product at roofline |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["phase2_core_us"]
+        at_roof = 2 * r["k"] * r["d"] / (r["roofline_gflops"] * 1e3 / r["workers"])
+        lines.append(f"| {r['d']} | {r['k']} | {c['load']:.2f} | {c['scores']:.2f} | {c['rows']:.2f} | {c['glue']:.2f} | "
+                     f"{c['main']:.2f} | {at_roof:.2f} |")
     lines += ["", "Peak RSS of a whole process (interpreter and libraries included) against its memory budget:", "",
               "| activations | budget GB | activations GB | peak RSS GB | peak / budget | seconds |", "|---|---|---|---|---|---|"]
     lines += [f"| {m['mode']} | {m['budget_gb']} | {m['activation_gb']} | {m['peak_rss_gb']} | {m['peak_over_budget']} | "
