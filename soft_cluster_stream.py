@@ -266,19 +266,20 @@ or when the sequence length changes): the merge's fixed cost, ~2 ms of numpy cal
 while the workers wait, was as large as a 64-sequence chunk's products at k = 64."""
 
 
-def phase2_tile(e: np.ndarray, offset: np.ndarray, x: np.ndarray, sel: np.ndarray, tokens: np.ndarray, seq_len: int, threshold: float,
-                top_m: int, lda_min: float, key_lda: np.ndarray, key_rand: np.ndarray, floors: tuple,
-                parts: ChunkParts, w: int, scratch: tuple | None = None):
+def phase2_tile(e: np.ndarray, offset: np.ndarray, x: np.ndarray, sel: np.ndarray, tokens: np.ndarray,
+                seq_len: int, threshold: float, top_m: int, lda_min: float, key_lda: np.ndarray,
+                key_rand: np.ndarray, floors: tuple, parts: ChunkParts, w: int, scratch: tuple | None = None):
     """Phase 2 of one tile after the product (``soft_cluster_kernels.phase2_rows``): ``e``,
-    ``offset`` = :meth:`vmf.Scorer.scores` of the raw vectors ``x`` at flat positions ``sel``, ``tokens`` the
-    chunk's flat token ids; the statistics go into worker ``w``'s share of ``parts``. Returns
+    ``offset`` = :meth:`vmf.Scorer.scores` of the raw vectors ``x`` at flat positions ``sel``,
+    ``tokens`` the chunk's flat token ids; the statistics go into worker ``w``'s share of ``parts``. Returns
     the stored entries (rows into the tile, clusters, memberships), each row's top cluster and
     membership, and the rows / entries that may enter the LDA reservoir, the top exemplars and the
     random exemplars (``floors``: what they must beat)."""
     n, k = e.shape
     m = min(top_m, k)
     below, top_floor, rand_floor = floors
-    rows, cls, vals = np.empty(n * m, dtype=np.int64), np.empty(n * m, dtype=np.int32), np.empty(n * m, dtype=np.float32)
+    rows, cls = np.empty(n * m, dtype=np.int64), np.empty(n * m, dtype=np.int32)
+    vals = np.empty(n * m, dtype=np.float32)
     top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
     li, ti, ri = np.empty(n, dtype=np.int64), np.empty(n * m, dtype=np.int64), np.empty(n, dtype=np.int64)
     buf_c, buf_v = scratch or (np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32))
@@ -312,7 +313,8 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, pool: TileP
         span = slice(t.offset, t.offset + len(t.sel))
         kl, kr = key_lda[span], key_rand[span]
         (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_tile(
-            e, offset, t.x, t.sel, tokens, L, cfg.threshold, m, cfg.lda_min_membership, kl, kr, floors, parts, w, scratch[w])
+            e, offset, t.x, t.sel, tokens, L, cfg.threshold, m, cfg.lda_min_membership, kl, kr, floors, parts, w,
+            scratch[w])
         nz = t.sel[rows]
         return (nz, cls, vals, (kl[li], t.x[li], top[li], top_v[li]), (nz[ti], cls[ti], vals[ti]),
                 (t.sel[ri], top[ri], kr[ri], top_v[ri]))
