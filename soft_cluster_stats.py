@@ -186,7 +186,10 @@ class ChunkParts:
     def make_room(self, w: int, n_new: int) -> None:
         """Worker ``w`` is about to add up to ``n_new`` pairs: empty its table first if that could
         fill it beyond half (linear probing stays short)."""
-        if self.fill[w, 0] + n_new > self.pair_keys.shape[1] // 2:
+        half = self.pair_keys.shape[1] // 2
+        if n_new > half:  # a full table would make the kernel's probing loop forever
+            raise ValueError(f"a tile of {n_new} pairs needs a table of more than {2 * n_new} slots (pair_slots)")
+        if self.fill[w, 0] + n_new > half:
             self.spilled[w].append(self._take(w))
 
     def _take(self, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -134,6 +134,8 @@ def test_pair_tables_spill_when_half_full_and_lose_nothing():
             want[int(key)] = want.get(int(key), 0.0) + float(v)
         assert parts.fill[0, 0] <= 32
     assert len(parts.spilled[0]) >= 3
+    with pytest.raises(ValueError, match="pair_slots"):  # a tile that could overfill even an empty table
+        parts.make_room(0, 33)
     got = {}
     for keys, weights in parts.pairs():
         for key, v in zip(keys.tolist(), weights.tolist()):
