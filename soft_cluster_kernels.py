@@ -67,6 +67,43 @@ def load_rows(x: np.ndarray, rows: np.ndarray, out: np.ndarray, sq: np.ndarray) 
         load_rows_f32(x, rows, out, sq)
 
 
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_EXP_P = tuple(np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                         1.6666665459e-1, 5.0000001201e-1))
+_EXP_LO = np.float32(-87.33654)  # exp of anything below is under float32's smallest normal: 0 here
+_EXP_HI = np.float32(88.37626)  # 127.5 ln 2: above, 2^m would need exponent bits 255 (float32 ends at 88.72)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def exp_rows(e, row_scale, bits):
+    """In place: e[i, j] = exp(e[i, j] * row_scale[i]) in float32 (0 below e^-87.34, inf above e^88.37);
+    ``bits``: int32 scratch of length k.
+
+    numpy's exp is a pass of its own after the scaling pass, and numba's calls libm once per value
+    (there is no SVML here). This is Cephes' expf, which vectorises: x = m ln 2 + r with
+    |r| <= ln 2 / 2, a degree-7 polynomial for e^r (within 1e-7 relative of float64's exp), and
+    2^m built from its exponent bits."""
+    n, k = e.shape
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    scale = bits.view(np.float32)
+    for i in range(n):
+        f = row_scale[i]
+        for j in range(k):
+            y = e[i, j] * f
+            x = min(max(y, _EXP_LO), _EXP_HI)
+            m = np.floor(x * _LOG2E + np.float32(0.5))
+            r = x - m * _LN2_HI - m * _LN2_LO
+            p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+            v = p * r * r + r + np.float32(1.0)
+            e[i, j] = v if y >= _EXP_LO else np.float32(0.0)
+            if y > _EXP_HI:
+                e[i, j] = np.inf
+            bits[j] = (np.int32(m) + np.int32(127)) << np.int32(23)
+        for j in range(k):
+            e[i, j] *= scale[j]
+
+
 @njit(cache=True, nogil=True)
 def shift_rows(e, inv_t, top, smax):
     """In place: e[i] = (e[i] - max_j e[i, j]) * inv_t; top[i] = argmax, smax[i] = max."""

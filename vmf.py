@@ -77,15 +77,15 @@ class Scorer:
 
     def scores(self, x: np.ndarray, inv_norm: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         e = np.matmul(x, self.centres_t, out=out)
+        bits = np.empty(self.k, dtype=np.int32)
         if not self.shift:
-            e *= (inv_norm * np.float32(self.inv_t))[:, None]
-            np.exp(e, out=e)
+            kernels.exp_rows(e, inv_norm * np.float32(self.inv_t), bits)
             return e, np.zeros(len(x))
         e *= inv_norm[:, None]
         top = np.empty(len(x), dtype=np.int64)
         smax = np.empty(len(x), dtype=np.float32)
         kernels.shift_rows(e, np.float32(self.inv_t), top, smax)
-        np.exp(e, out=e)
+        kernels.exp_rows(e, np.ones(len(x), dtype=np.float32), bits)
         return e, smax.astype(np.float64) * self.inv_t
 
 

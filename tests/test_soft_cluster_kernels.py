@@ -33,6 +33,22 @@ def test_float32_rows_gather_and_norms():
     np.testing.assert_allclose(sq, (x[rows].astype(np.float64) ** 2).sum(1), rtol=1e-6)
 
 
+def test_exp_rows_match_float64_exp():
+    rng = np.random.default_rng(4)
+    e = rng.uniform(-1.2, 1.2, (300, 37)).astype(np.float32)
+    scale = rng.uniform(0.5, 75, 300).astype(np.float32)
+    e[0, :6] = [-100.0, -1.0, 0.0, 1.0, 1.1, 1.2]  # scaled by 80: from below e^-87.34 (-> 0) to above e^88.37 (-> inf)
+    scale[0] = 80.0
+    x = (e * scale[:, None]).astype(np.float64)
+    got = e.copy()
+    kernels.exp_rows(got, scale, np.empty(37, dtype=np.int32))
+    normal = (x >= -87.33654) & (x <= 88.37626)
+    assert normal.mean() > 0.9 and (~normal).sum() >= 2
+    np.testing.assert_allclose(got[normal], np.exp(x[normal]), rtol=2e-7)  # float32 rounding of e^x: 6e-8
+    assert (got[x < -87.34] == 0).all() and np.isinf(got[x > 88.38]).all()
+    np.testing.assert_allclose(got[0, 1:5], np.exp([-80.0, 0.0, 80.0, 88.0]), rtol=2e-7)
+
+
 @pytest.mark.parametrize("inv_t", [1 / 0.05, 2 * EXP_SAFE_INV_T])  # without and with the row-max shift
 def test_scores_and_estep_match_float64(inv_t):
     rng = np.random.default_rng(1)
