@@ -105,38 +105,41 @@ def exp_rows(e, row_scale, bits):
 
 
 @njit(cache=True, nogil=True)
-def shift_rows(e, inv_t, top, smax):
-    """In place: e[i] = (e[i] - max_j e[i, j]) * inv_t; top[i] = argmax, smax[i] = max."""
+def shift_rows(e, inv_t, smax):
+    """In place: e[i] = (e[i] - max_j e[i, j]) * inv_t; smax[i] = the max."""
     n, k = e.shape
     for i in range(n):
         m = e[i, 0]
-        a = 0
         for j in range(1, k):
-            if e[i, j] > m:
-                m = e[i, j]
-                a = j
-        top[i] = a
+            m = max(m, e[i, j])
         smax[i] = m
         for j in range(k):
             e[i, j] = (e[i, j] - m) * inv_t
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
+def _normalise_row(e, i, col_sum):
+    """z = sum_j e[i, j] (float64) and col_sum += e[i] / z; returns z."""
+    k = e.shape[1]
+    s = 0.0
+    for j in range(k):
+        s += e[i, j]
+    inv = np.float32(1.0 / s)
+    for j in range(k):
+        col_sum[j] += e[i, j] * inv
+    return s
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def normalise_rows(e, z, row_scale, col_sum):
     """In place, rows of e = exp(scaled similarities): z[i] = sum_j e[i, j] (float64), memberships
     m[i, j] = e[i, j] / z[i] added to col_sum[j], e[i, j] = m[i, j] * row_scale[i]."""
-    n, k = e.shape
-    for i in range(n):
-        s = 0.0
-        for j in range(k):
-            s += e[i, j]
+    for i in range(e.shape[0]):
+        s = _normalise_row(e, i, col_sum)
         z[i] = s
-        inv = np.float32(1.0 / s)
-        f = row_scale[i]
-        for j in range(k):
-            v = e[i, j] * inv
-            col_sum[j] += v
-            e[i, j] = v * f
+        f = np.float32(1.0 / s) * row_scale[i]
+        for j in range(e.shape[1]):
+            e[i, j] *= f
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -176,19 +179,6 @@ def _select_row(e, i, thr, top_m, buf_c, buf_v):
         buf_c[b] = c
         buf_v[b] = v
     return cnt, arg, best
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
-def _normalise_row(e, i, col_sum):
-    """z = sum_j e[i, j] (float64) and col_sum += e[i] / z; returns z."""
-    k = e.shape[1]
-    s = 0.0
-    for j in range(k):
-        s += e[i, j]
-    inv = np.float32(1.0 / s)
-    for j in range(k):
-        col_sum[j] += e[i, j] * inv
-    return s
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

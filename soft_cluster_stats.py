@@ -179,9 +179,10 @@ class ChunkParts:
                    np.zeros((workers, slots)), np.zeros((workers, 1), dtype=np.int64),
                    [[] for _ in range(workers)])
 
-    @staticmethod
-    def nbytes_per_worker(k: int, seq_len: int, d: int, slots: int) -> int:
-        return 8 * (k + 1) + 8 * k * seq_len + 24 * k + 4 * k * d + 16 * slots
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the workers' arrays (not counting spilled pairs, which are bounded by the data)."""
+        return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
     def make_room(self, w: int, n_new: int) -> None:
         """Worker ``w`` is about to add up to ``n_new`` pairs: empty its table first if that could

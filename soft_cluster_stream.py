@@ -82,14 +82,11 @@ def warm_up() -> None:
         estep_sums(x, inv, scorer, np.zeros((k, d), dtype=np.float32))
         e, _ = scorer.scores(x, inv)
     parts = ChunkParts.zeros(1, k, 2, d)
-    i4, f4, idx = np.empty(4 * k, dtype=np.int32), np.empty(4 * k, dtype=np.float32), np.empty(4 * k, dtype=np.int64)
     for writeable in (True, False):  # token ids of generated chunks, and read from files
         tokens = np.zeros(8, dtype=np.int32)
         tokens.flags.writeable = writeable
-        kernels.phase2_rows(e, x, np.arange(4), tokens, np.float32(0.05), 2, 2, np.float32(0.5), np.zeros(4), 0.5,
-                            np.zeros(4), np.zeros(k), np.zeros(k), idx, i4, f4, i4, f4, parts.acc[0], parts.pos_hist[0],
-                            parts.stored[0], parts.hard[0], parts.xsum[0], parts.wsum[0], parts.pair_keys[0],
-                            parts.pair_w[0], parts.fill[0], idx, idx, idx, i4, f4)
+        phase2_tile(e.copy(), np.zeros(4), x, np.arange(4), tokens, 2, 0.05, 2, 0.5, np.zeros(4), np.zeros(4),
+                    (0.5, np.zeros(k), np.zeros(k)), parts, 0)
 
 
 def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:
@@ -381,7 +378,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                 exemplar_floors = (stats.top.floor(), stats.random.floor())  # as of the last merge
                 parts = ChunkParts.zeros(pool.n, k, chunk.seq_len, d, slots)
             waiting = len(done) * valid.size * (16 * cfg.top_m + 24)  # earlier chunks' sparse results
-            waiting += pool.n * ChunkParts.nbytes_per_worker(k, chunk.seq_len, d, slots)
+            waiting += parts.nbytes
             floors = (stats.lda.threshold(), *exemplar_floors)  # as of the last offer to the reservoir
             done.append(_phase2_chunk(i, chunk, valid, pool, scorer, cfg, plan, state_bytes + waiting, floors,
                                       parts, out_dir))

@@ -82,9 +82,8 @@ class Scorer:
             kernels.exp_rows(e, inv_norm * np.float32(self.inv_t), bits)
             return e, np.zeros(len(x))
         e *= inv_norm[:, None]
-        top = np.empty(len(x), dtype=np.int64)
         smax = np.empty(len(x), dtype=np.float32)
-        kernels.shift_rows(e, np.float32(self.inv_t), top, smax)
+        kernels.shift_rows(e, np.float32(self.inv_t), smax)
         kernels.exp_rows(e, np.ones(len(x), dtype=np.float32), bits)
         return e, smax.astype(np.float64) * self.inv_t
 
