@@ -171,10 +171,12 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
         epoch0, chunk0 = int(state["epoch"]), int(state["next_chunk"])
         start, history = state["epoch_start"], [tuple(r) for r in state["history"]]
         epoch_shift = [float(v) for v in state["epoch_shift"]]
+        converged = bool(state["converged"]) if "converged" in state else False
         log(f"phase 1: resuming at epoch {epoch0}, chunk {chunk0} (step {em.t})")
     else:
         centres, _ = _init_sample(source, cfg, ignore, plan, log)
         em, epoch0, chunk0, start, history, epoch_shift = StepwiseEM.start(centres), 0, 0, centres.copy(), [], []
+        converged = False
     k, d = em.centres.shape
     state_bytes = k * d * 24
 
@@ -183,13 +185,13 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
             ckpt.save({"phase": np.array(1), "centres": em.centres, "s": em.s, "n": em.n, "t": np.array(em.t),
                        "epoch": np.array(epoch), "next_chunk": np.array(next_chunk), "epoch_start": start,
                        "history": np.array(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS)),
-                       "epoch_shift": np.array(epoch_shift)})
+                       "epoch_shift": np.array(epoch_shift), "converged": np.array(converged)})
 
-    converged = False
     with TilePool(cfg.n_workers, d, k).running() as pool:
         rx_parts = np.zeros((pool.n, k, d), dtype=np.float32)  # per worker: float32 sums within a chunk
         state_bytes += rx_parts.nbytes + pool.nbytes
-        for epoch in range(epoch0, cfg.n_epochs):
+        # a checkpoint of a phase 1 that ended (converged, or its last epoch done) resumes as ended
+        for epoch in range(epoch0, cfg.n_epochs if not converged else epoch0):
             for i in range(chunk0 if epoch == epoch0 else 0, len(source)):
                 chunk = source.open(i)
                 _check_dim(chunk, d, lambda: source.open(0).name)
@@ -213,9 +215,9 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
             start = em.centres.copy()
             log(f"phase 1: epoch {epoch + 1}/{cfg.n_epochs}  max centre shift {epoch_shift[-1]:.2e}  "
                 f"loglik/point {history[-1][6]:.4f}" + (f"  {repaired} redundant centres re-seeded" if repaired else ""))
+            converged = epoch_shift[-1] < cfg.tol and not repaired
             save(epoch + 1, 0)
-            if epoch_shift[-1] < cfg.tol and not repaired:
-                converged = True
+            if converged:
                 break
     return Phase1Result(em.centres, np.array(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS)),
                         epoch_shift, converged)

@@ -160,7 +160,9 @@ class CrashingSource:
         return self.src.open(i)
 
 
-@pytest.mark.parametrize("phase,crash_after", [(1, 12), (2, 5)])  # phase 1: in epoch 2; phase 2: chunk 5
+# phase 1: in epoch 2; phase 2: at chunk 5 (after a phase-2 checkpoint) and at chunk 1 (before any:
+# the resume starts from the checkpoint of the ended phase 1, which must not train further)
+@pytest.mark.parametrize("phase,crash_after", [(1, 12), (2, 5), (2, 1)])
 def test_resume_after_crash_gives_the_same_result(fitted, tmp_path, phase, crash_after):
     _, src, ref, ref_out = fitted
     crashing = CrashingSource(src, crash_after, phase)
