@@ -157,52 +157,54 @@ def pair_slots(rows: int, top_m: int) -> int:
 
 @dataclass
 class ChunkParts:
-    """Per-worker sums of the chunks of one merge (``soft_cluster_kernels.phase2_rows``), added up
-    in worker order at the merge, so the result does not depend on thread timing."""
+    """One chunk's phase-2 sums (``soft_cluster_kernels.phase2_rows``), added to the statistics by
+    the main thread in chunk order, so the result depends on neither the workers nor thread timing."""
 
-    acc: np.ndarray  # [workers, k + 1] sums of memberships, then of log z + offsets
-    pos_hist: np.ndarray  # [workers, k, seq_len] stored membership mass per position
-    stored: np.ndarray  # [workers, k] stored entries
-    hard: np.ndarray  # [workers, k] positions whose top cluster it is
-    xsum: np.ndarray  # [workers, k, d] float32: confident positions' weighted vectors
-    wsum: np.ndarray  # [workers, k] their weights
-    pair_keys: np.ndarray  # [workers, slots] token * k + cluster, -1 = empty (slots: ``pair_slots``)
-    pair_w: np.ndarray  # [workers, slots] stored membership mass of each key
-    fill: np.ndarray  # [workers, 1] used slots
-    spilled: list  # per worker: (keys, weights) of its tables emptied before the merge
+    acc: np.ndarray  # [k + 1] sums of memberships, then of log z + offsets
+    pos_hist: np.ndarray  # [k, seq_len] stored membership mass per position
+    stored: np.ndarray  # [k] stored entries
+    hard: np.ndarray  # [k] positions whose top cluster it is
+    xsum: np.ndarray  # [k, d] float32: confident positions' weighted vectors
+    wsum: np.ndarray  # [k] their weights
+    pair_keys: np.ndarray  # [slots] token * k + cluster, -1 = empty (slots: ``pair_slots``)
+    pair_w: np.ndarray  # [slots] stored membership mass of each key
+    fill: np.ndarray  # [1] used slots
+    used: np.ndarray  # [slots // 2] which (the kernel never fills the table beyond half)
+    spilled: list  # (keys, weights) of the table's contents emptied before
 
     @classmethod
-    def zeros(cls, workers: int, k: int, seq_len: int, d: int, slots: int = 2 ** 16) -> "ChunkParts":
-        return cls(np.zeros((workers, k + 1)), np.zeros((workers, k, seq_len)), np.zeros((workers, k), dtype=np.int64),
-                   np.zeros((workers, k), dtype=np.int64), np.zeros((workers, k, d), dtype=np.float32),
-                   np.zeros((workers, k)), np.full((workers, slots), -1, dtype=np.int64),
-                   np.zeros((workers, slots)), np.zeros((workers, 1), dtype=np.int64),
-                   [[] for _ in range(workers)])
+    def zeros(cls, k: int, seq_len: int, d: int, slots: int = 2 ** 16) -> "ChunkParts":
+        return cls(np.zeros(k + 1), np.zeros((k, seq_len)), np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64),
+                   np.zeros((k, d), dtype=np.float32), np.zeros(k), np.full(slots, -1, dtype=np.int64),
+                   np.zeros(slots), np.zeros(1, dtype=np.int64), np.zeros(slots // 2, dtype=np.int64), [])
+
+    def clear(self) -> None:
+        """Zero every sum and empty the table, for reuse."""
+        for a in (self.acc, self.pos_hist, self.stored, self.hard, self.xsum, self.wsum):
+            a.fill(0)
+        self._take()
+        self.spilled = []
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the workers' arrays (not counting spilled pairs, which are bounded by the data)."""
+        """Bytes of the arrays (not counting spilled pairs, which are bounded by the data)."""
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
-    def make_room(self, w: int, n_new: int) -> None:
-        """Worker ``w`` is about to add up to ``n_new`` pairs: empty its table first if that could
-        fill it beyond half (linear probing stays short)."""
-        half = self.pair_keys.shape[1] // 2
-        if n_new > half:  # a full table would make the kernel's probing loop forever
-            raise ValueError(f"a tile of {n_new} pairs needs a table of more than {2 * n_new} slots (pair_slots)")
-        if self.fill[w, 0] + n_new > half:
-            self.spilled[w].append(self._take(w))
+    def spill(self) -> None:
+        """Empty the table into the spilled list (``soft_cluster_kernels.phase2_block`` stops when
+        the next sub-tile could fill it beyond half, so linear probing stays short)."""
+        self.spilled.append(self._take())
 
-    def _take(self, w: int) -> tuple[np.ndarray, np.ndarray]:
-        used = np.flatnonzero(self.pair_keys[w] >= 0)
-        out = self.pair_keys[w, used], self.pair_w[w, used]
-        self.pair_keys[w, used] = -1  # a key's weight is set when it takes a slot
-        self.fill[w, 0] = 0
+    def _take(self) -> tuple[np.ndarray, np.ndarray]:
+        used = self.used[:self.fill[0]]
+        out = self.pair_keys[used], self.pair_w[used]
+        self.pair_keys[used] = -1  # a key's weight is set when it takes a slot
+        self.fill[0] = 0
         return out
 
     def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Every worker's (token * k + cluster, mass) pairs, in worker order; a key can recur."""
-        return [p for w in range(len(self.fill)) for p in (*self.spilled[w], self._take(w))]
+        """The (token * k + cluster, mass) pairs, emptying the table; a key can recur."""
+        return [*self.spilled, self._take()]
 
 
 class UsageStats(_Stateful):
@@ -228,16 +230,16 @@ class UsageStats(_Stateful):
     def add(self, parts: "ChunkParts", valid_tokens: np.ndarray) -> None:
         """Merge chunks: the workers' membership sums, log-likelihoods, counts and pairs, and the
         tokens at the chunks' assigned positions."""
-        acc = parts.acc.sum(axis=0)
+        acc = parts.acc
         self.soft += acc[:self.k]
         self.loglik += acc[self.k] - len(valid_tokens) * np.log(self.k)
         self.n_positions += len(valid_tokens)
-        self.hard += parts.hard.sum(axis=0)
-        self.stored += parts.stored.sum(axis=0)
-        L = parts.pos_hist.shape[2]
+        self.hard += parts.hard
+        self.stored += parts.stored
+        L = parts.pos_hist.shape[1]
         if self.pos_hist.shape[1] < L:
             self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, L - self.pos_hist.shape[1])))
-        self.pos_hist[:, :L] += parts.pos_hist.sum(axis=0)
+        self.pos_hist[:, :L] += parts.pos_hist
         toks = valid_tokens
         if len(toks) and toks.max() >= len(self.token_counts):
             self.token_counts = np.pad(self.token_counts, (0, int(toks.max()) + 1 - len(self.token_counts)))
@@ -299,8 +301,8 @@ class LdaStats(_Stateful):
 
     def add_sums(self, parts: ChunkParts) -> None:
         """Merge the workers' weighted sums."""
-        self.xsum += parts.xsum.sum(axis=0, dtype=np.float64)
-        self.wsum += parts.wsum.sum(axis=0)
+        self.xsum += parts.xsum
+        self.wsum += parts.wsum
 
     def add_sample(self, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
         """Offer reservoir candidates (raw vectors): the ``lda_sample`` smallest keys stay."""

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from activations import ActivationChunk, ChunkSource
+from activations import ActivationChunk, ChunkSource, check_finite
 from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
 import soft_cluster_kernels as kernels
 from soft_cluster_stats import ChunkMemberships, ChunkParts, Exemplars, LdaStats, UsageStats, pair_slots
-from soft_cluster_tiles import TILE_BYTES_PHASE2, Tile, TilePool
+import soft_cluster_tiles
+from soft_cluster_tiles import TILE_BYTES_PHASE2, TilePool, available_cores
 from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions
 
 GB = 1024 ** 3
@@ -81,12 +86,13 @@ def warm_up() -> None:
         scorer = Scorer(np.eye(k, d, dtype=np.float32), inv_t)
         estep_sums(x, inv, scorer, np.zeros((k, d), dtype=np.float32))
         e, _ = scorer.scores(x, inv)
-    parts = ChunkParts.zeros(1, k, 2, d)
-    for writeable in (True, False):  # token ids of generated chunks, and read from files
-        tokens = np.zeros(8, dtype=np.int32)
-        tokens.flags.writeable = writeable
-        phase2_tile(e.copy(), np.zeros(4), x, np.arange(4), tokens, 2, 0.05, 2, 0.5, np.zeros(4), np.zeros(4),
-                    (0.5, np.zeros(k), np.zeros(k)), parts, 0)
+    parts = ChunkParts.zeros(k, 2, d)
+    buf = TileBuffers(4, d, k, 2)
+    for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
+        for inv_t in (20.0, 200.0):
+            phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, Scorer(np.eye(k, d, dtype=np.float32), inv_t),
+                         np.zeros(8, dtype=np.int32), 2, 0.05, 2, 0.5, np.zeros(4), np.zeros(4),
+                         (0.5, np.zeros(k), np.zeros(k)), parts, buf)
 
 
 def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:
@@ -260,85 +266,119 @@ def write_memberships(path: Path, cm: ChunkMemberships, chunk: ActivationChunk, 
 
 
 MERGE_EVERY = 8
-"""Phase 2 merges the statistics of this many chunks at once (fewer at a checkpoint, at the end,
-or when the sequence length changes): the merge's fixed cost, ~2 ms of numpy calls on one thread
-while the workers wait, was as large as a 64-sequence chunk's products at k = 64."""
+"""Phase 2 offers the exemplar candidates of this many chunks at once (fewer at a checkpoint or at
+the end): an offer's fixed cost, ~2 ms of numpy calls on the main thread, is about what a
+64-sequence chunk's products take at k = 64. The sums are added chunk by chunk."""
 
 
-def phase2_tile(e: np.ndarray, offset: np.ndarray, x: np.ndarray, sel: np.ndarray, tokens: np.ndarray,
-                seq_len: int, threshold: float, top_m: int, lda_min: float, key_lda: np.ndarray,
-                key_rand: np.ndarray, floors: tuple, parts: ChunkParts, w: int, scratch: tuple | None = None):
-    """Phase 2 of one tile after the product (``soft_cluster_kernels.phase2_rows``): ``e``,
-    ``offset`` = :meth:`vmf.Scorer.scores` of the raw vectors ``x`` at flat positions ``sel``,
-    ``tokens`` the chunk's flat token ids; the statistics go into worker ``w``'s share of ``parts``. Returns
-    the stored entries (rows into the tile, clusters, memberships), each row's top cluster and
-    membership, and the rows / entries that may enter the LDA reservoir, the top exemplars and the
-    random exemplars (``floors``: what they must beat)."""
-    n, k = e.shape
+class TileBuffers:
+    """A running chunk's scratch for :func:`phase2_block`: one sub-tile of ``rows`` vectors and scores."""
+
+    def __init__(self, rows: int, d: int, k: int, top_m: int):
+        self.x, self.e = np.empty((rows, d), dtype=np.float32), np.empty((rows, k), dtype=np.float32)
+        self.sq, self.scale, self.smax = (np.empty(rows, dtype=np.float32) for _ in range(3))
+        self.bits = np.empty(k, dtype=np.int32)
+        self.buf_c, self.buf_v = np.empty(top_m, dtype=np.int32), np.empty(top_m, dtype=np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in vars(self).values())
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view: the kernels then compile once, whether the arrays came from files or not."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, tokens: np.ndarray, seq_len: int,
+                 threshold: float, top_m: int, lda_min: float, key_lda: np.ndarray, key_rand: np.ndarray,
+                 floors: tuple, parts: ChunkParts, buf: TileBuffers, name: str = ""):
+    """Phase 2 of one block of a chunk (``soft_cluster_kernels.phase2_block``): the vectors at flat
+    positions ``sel`` of the chunk, rows ``sel - base`` of ``block`` [positions, d] (float16 or
+    float32, as stored); ``tokens`` the chunk's flat token ids; the sums go into ``parts``, ``buf`` is
+    the scratch of one sub-tile. Returns the stored entries (rows into ``sel``, clusters, memberships), each
+    row's top cluster and membership, and the rows / entries that may enter the LDA reservoir, the
+    top exemplars and the random exemplars (``floors``: what they must beat)."""
+    n, k = len(sel), scorer.k
     m = min(top_m, k)
+    if len(buf.x) * m > len(parts.pair_keys) // 2:  # the kernel would wait for room forever
+        raise ValueError(f"a tile of {len(buf.x) * m} pairs needs a table of more than "
+                         f"{2 * len(buf.x) * m} slots (pair_slots)")
     below, top_floor, rand_floor = floors
     rows, cls = np.empty(n * m, dtype=np.int64), np.empty(n * m, dtype=np.int32)
     vals = np.empty(n * m, dtype=np.float32)
     top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
     li, ti, ri = np.empty(n, dtype=np.int64), np.empty(n * m, dtype=np.int64), np.empty(n, dtype=np.int64)
-    buf_c, buf_v = scratch or (np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32))
-    parts.make_room(w, n * m)
-    parts.acc[w, k] += offset.sum()
-    nnz, n_lda, n_top, n_rand = kernels.phase2_rows(
-        e, x, sel, tokens, np.float32(threshold), m, seq_len, np.float32(lda_min), key_lda, below, key_rand,
-        top_floor, rand_floor, rows, cls, vals, top, top_v, parts.acc[w], parts.pos_hist[w], parts.stored[w],
-        parts.hard[w], parts.xsum[w], parts.wsum[w], parts.pair_keys[w], parts.pair_w[w], parts.fill[w], li, ti, ri,
-        buf_c, buf_v)
+    counts = np.zeros(4, dtype=np.int64)
+    src = _read_only(block.view(np.uint16) if block.dtype == np.float16 else block)
+    start = 0
+    while start < n:
+        if start > 0:
+            parts.spill()
+        start = kernels.phase2_block(
+            src, sel, base, start, scorer.centres_t, scorer.inv_t, scorer.shift, buf.x, buf.e,
+            buf.e.view(np.int32), buf.sq, buf.scale, buf.bits, buf.smax, _read_only(tokens), np.float32(threshold), m,
+            seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor, rows, cls, vals, top, top_v,
+            parts.acc, parts.pos_hist, parts.stored, parts.hard, parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w,
+            parts.fill, parts.used, li, ti, ri, counts, buf.buf_c, buf.buf_v)
+        if start < 0:  # a row holds NaN/inf: the error names the file, the count and the first
+            bad = sel[-1 - start:]
+            check_finite(name, bad, np.square(block[bad - base], dtype=np.float32).sum(axis=1), seq_len)
+    nnz, n_lda, n_top, n_rand = counts.tolist()
     return (rows[:nnz], cls[:nnz], vals[:nnz]), top, top_v, (li[:n_lda], ti[:n_top], ri[:n_rand])
 
 
-def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, pool: TilePool, scorer: Scorer,
-                  cfg: SoftClusterConfig, plan: MemoryPlan, state_bytes: int, floors: tuple, parts: ChunkParts,
-                  out_dir: Path | None) -> dict:
-    """Memberships of every position of chunk ``i``, computed by the workers tile by tile with
-    their share of the statistics (into ``parts``); its membership file is written at once, the
-    rest waits for the merge. ``floors``: what can still enter the LDA reservoir (as of the last
-    offer to it) and the exemplar lists (as of the last merge);
-    workers pass on what beats them, the adds re-check exactly."""
-    k, m = pool.k, min(cfg.top_m, pool.k)
+def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Scorer, cfg: SoftClusterConfig,
+                  rows: int, floors: tuple, parts: ChunkParts, bufs: SimpleQueue, out_dir: Path | None) -> dict:
+    """Memberships of every position of chunk ``i`` (one worker thread's job), read ``rows``
+    positions at a time, its statistics into its own ``parts``; its membership file is written at
+    once, the rest is added by the main thread in chunk order. ``floors``: what can still enter the
+    LDA reservoir and the exemplar lists (as of when the chunk was handed out); the chunk passes on
+    what beats them, the adds re-check exactly."""
     flat = np.flatnonzero(valid.ravel())
     key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
     key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
     tokens, L = chunk.token_ids.ravel(), chunk.seq_len
-    scratch = [(np.empty(m, dtype=np.int32), np.empty(m, dtype=np.float32)) for _ in range(pool.n)]
-
-    def tile(w: int, t: Tile):
-        e, offset = scorer.scores(t.x, t.inv_norm, out=t.e)
-        span = slice(t.offset, t.offset + len(t.sel))
-        kl, kr = key_lda[span], key_rand[span]
-        (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_tile(
-            e, offset, t.x, t.sel, tokens, L, cfg.threshold, m, cfg.lda_min_membership, kl, kr, floors, parts, w,
-            scratch[w])
-        nz = t.sel[rows]
-        return (nz, cls, vals, (kl[li], t.x[li], top[li], top_v[li]), (nz[ti], cls[ti], vals[ti]),
-                (t.sel[ri], top[ri], kr[ri], top_v[ri]))
-
-    res = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes), tile)
-    nz, cls, vals = (np.concatenate([r[j] for r in res]) for j in range(3))
+    res = []
+    buf = bufs.get()
+    try:
+        for lo, block in chunk.blocks(max(1, rows // L)):
+            a, b = (int(v) for v in np.searchsorted(flat, [lo * L, (lo + len(block)) * L]))
+            if a == b:
+                continue
+            sel, kl, kr, base, block = flat[a:b], key_lda[a:b], key_rand[a:b], lo * L, block.reshape(-1, chunk.dim)
+            (r, cls, vals), top, top_v, (li, ti, ri) = phase2_block(
+                block, sel, base, scorer, tokens, L, cfg.threshold, cfg.top_m, cfg.lda_min_membership, kl, kr, floors,
+                parts, buf, chunk.name)
+            x = np.empty((len(li), chunk.dim), dtype=np.float32)  # the LDA candidates' vectors, as stored
+            kernels.load_rows(_read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
+            res.append((sel[r], cls, vals, (kl[li], x, top[li], top_v[li]), (ti, cls[ti], vals[ti]),
+                        (sel[ri], top[ri], kr[ri], top_v[ri]), sel))
+    finally:
+        bufs.put(buf)
+    cat = lambda j: [np.concatenate([q[j][f] for q in res]) for f in range(len(res[0][j]))]  # noqa: E731
+    nz, cls, vals = (np.concatenate([q[j] for q in res]) for j in range(3))
     cm = ChunkMemberships(i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals, chunk.token_ids, valid)
     if out_dir is not None:
-        write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, k, cfg)
-    cat = lambda j, n: [np.concatenate([r[j][q] for r in res]) for q in range(n)]  # noqa: E731
-    return {"cm": cm, "tokens": tokens[flat], "lda": cat(3, 4), "top": cat(4, 3), "random": cat(5, 4)}
+        write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, scorer.k, cfg)
+    starts = np.cumsum([0] + [len(q[0]) for q in res[:-1]])  # entries of earlier blocks
+    entry, tcls, tval = cat(4)
+    entry += np.repeat(starts, [len(q[4][0]) for q in res])
+    at, rcls, rkey, rval = cat(5)
+    return {"cm": cm, "tokens": tokens[flat], "lda": cat(3),
+            "top": (cm.seq[entry], cm.pos[entry], tcls, tval.astype(np.float64), tval),
+            "random": ((at // L).astype(np.int32), (at % L).astype(np.int32), rcls, rkey, rval)}
 
 
-def _merge(stats: Phase2Stats, done: list[dict], parts: ChunkParts) -> None:
-    """Merge computed chunks (in order) into the statistics; exact, whatever the batch."""
-    stats.usage.add(parts, np.concatenate([c["tokens"] for c in done]))
-    stats.lda.add_sums(parts)
+def _offer_exemplars(stats: Phase2Stats, done: list[dict]) -> None:
+    """Offer the exemplar candidates of computed chunks (in order): exact, whatever the batch."""
     cms = [c["cm"] for c in done]
-    L = cms[0].token_ids.shape[1]
     for name, acc in (("top", stats.top), ("random", stats.random)):
-        which = np.concatenate([np.full(len(c[name][0]), b) for b, c in enumerate(done)]).astype(np.int64)
-        at, cl = (np.concatenate([c[name][j] for c in done]) for j in range(2))
-        val = np.concatenate([c[name][-1] for c in done])
-        key = val.astype(np.float64) if name == "top" else np.concatenate([c[name][2] for c in done])
-        acc.offer(cms, which, cl, key, (at // L).astype(np.int32), (at % L).astype(np.int32), val)
+        which = np.concatenate([np.full(len(c[name][0]), b, dtype=np.int64) for b, c in enumerate(done)])
+        seq, pos, cl, key, val = (np.concatenate([c[name][j] for c in done]) for j in range(5))
+        acc.offer(cms, which, cl, key, seq, pos, val)
 
 
 def _offer_pending(stats: Phase2Stats, pending: list[tuple]) -> None:
@@ -349,7 +389,13 @@ def _offer_pending(stats: Phase2Stats, pending: list[tuple]) -> None:
 def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig, ignore: np.ndarray,
                plan: MemoryPlan, out_dir: Path | None, ckpt: Checkpoint | None, state: dict | None,
                log: Callable[[str], None], save_extra: dict | None = None) -> Phase2Stats:
-    """Phase 2: every position's memberships; sparse files (if ``out_dir``) and per-cluster statistics."""
+    """Phase 2: every position's memberships; sparse files (if ``out_dir``) and per-cluster statistics.
+
+    Each worker thread takes whole chunks (2 per worker in flight, so none waits for the main
+    thread), each chunk with its own partial sums; the main thread adds them, offers the exemplar
+    and reservoir candidates and saves checkpoints in chunk order. Results depend on neither the
+    number of workers nor thread timing: a chunk's sums run in its row order, and what a chunk
+    passes on depends only on the floors it was handed, which the adds re-check exactly."""
     k, d = centres.shape
     stats = Phase2Stats.empty(cfg, d)
     chunk0 = 0
@@ -359,44 +405,81 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         chunk0 = int(state["next_chunk"])
         log(f"phase 2: resuming at chunk {chunk0}")
     scorer = Scorer(centres, 1.0 / cfg.temperature)
-    with TilePool(cfg.n_workers, d, k, TILE_BYTES_PHASE2).running() as pool:
-        slots = pair_slots(pool.tile, min(cfg.top_m, k))
-        state_bytes = (stats.nbytes() + pool.nbytes + k * d * 12 + 32 * 2 ** 20
-                       + (cfg.lda_sample // 8) * (d * 4 + 24))
-        done: list[dict] = []
-        parts = None
-        # reservoir candidates (with their vectors) not offered yet: offered at every merge, or as
-        # soon as they are an eighth of the reservoir (early in a run, when most positions are)
-        pending: list[tuple] = []
-        for i in range(chunk0, len(source)):
-            chunk = source.open(i)
-            _check_dim(chunk, d, lambda: source.open(0).name)
-            valid = valid_positions(chunk, ignore)
-            if parts is not None and parts.pos_hist.shape[2] != chunk.seq_len:
-                _offer_pending(stats, pending)
-                _merge(stats, done, parts)
-                done, parts, pending = [], None, []
-            if parts is None:
-                exemplar_floors = (stats.top.floor(), stats.random.floor())  # as of the last merge
-                parts = ChunkParts.zeros(pool.n, k, chunk.seq_len, d, slots)
-            waiting = len(done) * valid.size * (16 * cfg.top_m + 24)  # earlier chunks' sparse results
-            waiting += parts.nbytes
-            floors = (stats.lda.threshold(), *exemplar_floors)  # as of the last offer to the reservoir
-            done.append(_phase2_chunk(i, chunk, valid, pool, scorer, cfg, plan, state_bytes + waiting, floors,
-                                      parts, out_dir))
-            pending.append(done[-1].pop("lda"))
-            checkpoint = ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source)
-            merge = checkpoint or len(done) == MERGE_EVERY or i + 1 == len(source)
-            if merge or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8:
-                _offer_pending(stats, pending)
-                pending = []
-            if merge:
-                _merge(stats, done, parts)
-                done, parts = [], None
-            if checkpoint:
-                st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
-                for prefix, acc in stats.parts():
-                    st.update(acc.state(prefix))
-                ckpt.save(st)
+    n_workers = cfg.n_workers or available_cores()
+    m = min(cfg.top_m, k)
+    sub = soft_cluster_tiles.tile_rows(d, TILE_BYTES_PHASE2, 64)
+    slots = pair_slots(sub, m)
+    bufs: SimpleQueue = SimpleQueue()  # a sub-tile's scratch per running chunk
+    for _ in range(n_workers):
+        bufs.put(TileBuffers(sub, d, k, m))
+    window = 2 * n_workers
+    free: list[ChunkParts] = []  # partial sums of finished chunks, to reuse
+    state_bytes = (stats.nbytes() + n_workers * TileBuffers(sub, d, k, m).nbytes + k * d * 12 + 32 * 2 ** 20
+                   + (cfg.lda_sample // 8) * (d * 4 + 24))
+    done: list[dict] = []  # chunks whose exemplar candidates wait for the next offer
+    # reservoir candidates (with their vectors) not offered yet: offered with the exemplars, or as
+    # soon as they are an eighth of the reservoir (early in a run, when most positions are)
+    pending: list[tuple] = []
+    inflight: deque = deque()
+    exemplar_floors = (stats.top.floor(), stats.random.floor())  # as of the last offer
+
+    parts_bytes = ChunkParts.zeros(k, 1, d, slots).nbytes - 8 * k  # and 8 k per position in the sequence
+
+    def footprint(chunk: ActivationChunk) -> int:
+        """Bytes a chunk in flight holds besides its block: its activations if in memory, the
+        per-position arrays and results, its partial sums."""
+        resident = getattr(chunk, "activations", None)
+        return (chunk.n_seq * chunk.seq_len * (40 + 16 * 4 + 16 * cfg.top_m)
+                + (resident.nbytes if resident is not None else 0) + parts_bytes + 8 * k * chunk.seq_len)
+
+    def finish() -> None:
+        nonlocal done, pending, exemplar_floors
+        i, fut, parts, _ = inflight.popleft()
+        res = fut.result()
+        stats.usage.add(parts, res["tokens"])
+        stats.lda.add_sums(parts)
+        parts.clear()
+        free.append(parts)
+        done.append(res)
+        pending.append(res.pop("lda"))
+        checkpoint = ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source)
+        offer = checkpoint or len(done) == MERGE_EVERY or i + 1 == len(source)
+        if offer or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8:
+            _offer_pending(stats, pending)
+            pending = []
+        if offer:
+            _offer_exemplars(stats, done)
+            done = []
+            exemplar_floors = (stats.top.floor(), stats.random.floor())
+        if checkpoint:
+            st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
+            for prefix, acc in stats.parts():
+                st.update(acc.state(prefix))
+            ckpt.save(st)
+
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="softclust") as pool, threadpool_limits(1, user_api="blas"):
+        try:
+            for i in range(chunk0, len(source)):
+                chunk = source.open(i)
+                _check_dim(chunk, d, lambda: source.open(0).name)
+                valid = valid_positions(chunk, ignore)
+                parts = next((p for p in free if p.pos_hist.shape[1] == chunk.seq_len), None)
+                if parts is None:
+                    parts = ChunkParts.zeros(k, chunk.seq_len, d, slots)
+                else:
+                    free.remove(parts)
+                others = sum(c[3] for c in inflight) + len(done) * footprint(chunk)
+                rows = plan.rows(chunk, state_bytes + others + (n_workers - 1) * footprint(chunk))
+                rows = max(chunk.seq_len, rows // n_workers)  # one block per worker in memory at once
+                floors = (stats.lda.threshold(), *exemplar_floors)
+                fut = pool.submit(_phase2_chunk, i, chunk, valid, scorer, cfg, rows, floors, parts, bufs, out_dir)
+                inflight.append((i, fut, parts, footprint(chunk)))
+                if len(inflight) >= window:
+                    finish()
+            while inflight:
+                finish()
+        finally:
+            for entry in inflight:  # an error: let the running chunks end before the pool closes
+                entry[1].cancel()
     stats.usage.flush()
     return stats

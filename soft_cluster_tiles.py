@@ -11,7 +11,8 @@ spin-wait on the cores the other needs (a 0.2 ms gather took 7 ms after a produc
 exp and the per-row kernels would run on one core. Each worker gets a fixed, contiguous share of
 every block's tiles and keeps its own partial sums, which the caller adds in worker order, so
 the result depends on the number of workers and the block size only through float rounding, never
-on thread timing.
+on thread timing. This is phase 1's scheme; phase 2 (``soft_cluster_stream.assign_all``) hands
+whole chunks to its workers instead, and tiles them inside one numba call.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from vmf import inverse_norms
 TILE_BYTES = 3 * 2 ** 19
 """A phase-1 tile holds about this many bytes of float32 vectors (256 to 4,096 rows): 1,024 at
 d = 384; on 2 cores with 1 MB of L2 each that ran the products ~10% faster than 2,730 rows."""
-TILE_BYTES_PHASE2 = 4 * 2 ** 20
-"""Phase-2 tiles are larger (2,730 rows at d = 384): each carries ~15 numpy calls and a numba call
-of 31 arguments (20-40 µs together); 1 MB and 0.5 MB tiles were no faster on 2 cores."""
+TILE_BYTES_PHASE2 = 2 ** 20
+"""Phase 2's sub-tiles (``soft_cluster_kernels.phase2_block``, 64 rows at least): 682 rows at d = 384,
+113 at d = 2304. Inside one numba call they cost no Python; 0.25-4 MB ran alike at d = 384, and
+at d = 2304 0.5 MB (64 rows: short products) ran ~10% slower than 1-4 MB."""
 
 
-def tile_rows(dim: int, tile_bytes: int = TILE_BYTES) -> int:
-    return int(np.clip(tile_bytes // (4 * dim), 256, 4096))
+def tile_rows(dim: int, tile_bytes: int = TILE_BYTES, least: int = 256) -> int:
+    return int(np.clip(tile_bytes // (4 * dim), least, 4096))
 
 
 def available_cores() -> int:
@@ -71,15 +73,21 @@ class TilePool:
     def __init__(self, n_workers: int, dim: int, k: int, tile_bytes: int = TILE_BYTES):
         self.n = n_workers or available_cores()
         self.dim, self.k, self.tile = dim, k, tile_rows(dim, tile_bytes)
-        # preallocated: numpy products into fresh arrays ran ~25% slower on two threads (allocation)
-        self._buffers = [tuple(np.empty(shape, dtype=np.float32) for shape in
-                               ((self.tile, dim), (self.tile,), (self.tile, k), (k, dim)))
-                         for _ in range(self.n)]
+        self._buffers: list[tuple] = []  # made by the first map_chunk (map_shares' workers have their own)
         self._executor = ThreadPoolExecutor(self.n, thread_name_prefix="softclust") if self.n > 1 else None
 
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for bufs in self._buffers for b in bufs)
+        """Bytes of :meth:`map_chunk`'s buffers, made or not."""
+        return self.n * 4 * (self.tile * (self.dim + 1 + self.k) + self.k * self.dim)
+
+    def _worker_buffers(self) -> list[tuple]:
+        if not self._buffers:
+            # preallocated: numpy products into fresh arrays ran ~25% slower on two threads (allocation)
+            self._buffers = [tuple(np.empty(shape, dtype=np.float32) for shape in
+                                   ((self.tile, self.dim), (self.tile,), (self.tile, self.k), (self.k, self.dim)))
+                             for _ in range(self.n)]
+        return self._buffers
 
     def close(self) -> None:
         if self._executor is not None:
@@ -101,6 +109,7 @@ class TilePool:
         results in position order."""
         seqs = max(1, rows // chunk.seq_len)
         span, out = chunk.seq_len, []
+        buffers = self._worker_buffers()
         for lo, block in chunk.blocks(seqs):
             a, b = (int(v) for v in np.searchsorted(flat, [lo * span, (lo + len(block)) * span]))
             if a == b:
@@ -113,7 +122,7 @@ class TilePool:
             flat_block = block.reshape(-1, chunk.dim)
 
             def run(w: int, mine: np.ndarray) -> list[object]:
-                buf, sq, e, kd = self._buffers[w]
+                buf, sq, e, kd = buffers[w]
                 results = []
                 for t in mine:
                     s = starts[t]

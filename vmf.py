@@ -73,7 +73,7 @@ class Scorer:
         self.k = centres.shape[0]
         self.inv_t = float(inv_t)
         self.shift = self.inv_t > EXP_SAFE_INV_T
-        self.centres_t = np.asarray(centres, dtype=np.float32).T  # [d, k]
+        self.centres_t = np.ascontiguousarray(centres, dtype=np.float32).T  # [d, k], Fortran order
 
     def scores(self, x: np.ndarray, inv_norm: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         e = np.matmul(x, self.centres_t, out=out)

@@ -209,7 +209,7 @@ def test_workers_and_tiles_change_only_rounding(fitted, tmp_path, monkeypatch):
     _, src, ref, ref_out = fitted
     import soft_cluster_tiles
 
-    monkeypatch.setattr(soft_cluster_tiles, "tile_rows", lambda dim, tile_bytes=0: 16)  # ~20 tiles a chunk
+    monkeypatch.setattr(soft_cluster_tiles, "tile_rows", lambda dim, tile_bytes=0, least=0: 16)  # ~20 tiles a chunk
     for workers in (1, 3):
         out = tmp_path / str(workers)
         m = small_model(n_workers=workers).fit(src, out, ignore_token_ids=[CLS])

@@ -73,25 +73,28 @@ def test_scores_and_estep_match_float64(inv_t):
     np.testing.assert_allclose(ll, lse.sum(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("t, thr, m", [(0.2, 0.02, 3), (0.05, 0.3, 2), (1.0, 0.001, 40),
-                                       (1 / (2 * EXP_SAFE_INV_T), 0.05, 4)])  # the last with the row-max shift
-def test_phase2_tile_matches_numpy(t, thr, m):
+# rows with 1, 2..m, m + 1 and more memberships above the threshold: every path of the selection
+@pytest.mark.parametrize("t, thr, m, dtype", [(0.2, 0.05, 3, np.float16), (0.05, 0.3, 2, np.float32),
+                                              (1.0, 0.001, 40, np.float16),
+                                              (1 / (2 * EXP_SAFE_INV_T), 0.05, 4, np.float32)])  # the row-max shift
+def test_phase2_block_matches_numpy(t, thr, m, dtype):
     from soft_cluster_stats import ChunkParts
-    from soft_cluster_stream import phase2_tile
+    from soft_cluster_stream import TileBuffers, phase2_block
 
     rng = np.random.default_rng(5)
-    n, k, d, L = 300, 40, 12, 16
-    x = (rng.standard_normal((n, d)) * rng.uniform(0.5, 3, (n, 1))).astype(np.float32)
+    n, k, d, L, base = 300, 40, 12, 16, 32
+    sel = np.sort(rng.choice(np.arange(base, 30 * L), size=n, replace=False))  # flat positions, L per sequence
+    block = np.full((30 * L - base, d), np.nan, dtype=dtype)  # the block starts at flat position base
+    block[sel - base] = rng.standard_normal((n, d)) * rng.uniform(0.5, 3, (n, 1))  # unread rows: NaN
+    x = block[sel - base].astype(np.float32)
     c = rng.standard_normal((k, d)).astype(np.float32)
     c /= np.linalg.norm(c, axis=1, keepdims=True)
-    sel = np.sort(rng.choice(30 * L, size=n, replace=False))  # flat positions, L per sequence
     tokens = rng.integers(0, 7, size=30 * L).astype(np.int32)  # few token ids: (token, cluster) pairs recur
     key_lda, key_rand, top_floor, rand_floor = rng.random(n), rng.random(n), rng.random(k), rng.random(k)
-    parts = ChunkParts.zeros(2, k, L, d)
-    scorer = Scorer(c, 1 / t)
-    e, offset = scorer.scores(x, inverse_norms(np.linalg.norm(x, axis=1)))
-    (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_tile(
-        e, offset, x, sel, tokens, L, thr, m, 0.5, key_lda, key_rand, (0.3, top_floor, rand_floor), parts, 1)
+    parts = ChunkParts.zeros(k, L, d)
+    (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_block(  # sub-tiles of 64 rows: 5 of them
+        block, sel, base, Scorer(c, 1 / t), tokens, L, thr, m, 0.5, key_lda, key_rand, (0.3, top_floor, rand_floor),
+        parts, TileBuffers(64, d, k, min(m, k)))
 
     unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     logits = unit @ c.T.astype(np.float64) / t
@@ -99,24 +102,24 @@ def test_phase2_tile_matches_numpy(t, thr, m):
     r /= r.sum(1, keepdims=True)
     want = [(i, j) for i in range(n) for j in np.sort(np.argsort(-r[i])[:m]) if r[i, j] >= thr]
     assert list(zip(rows.tolist(), cls.tolist())) == want  # top m above the threshold, by (row, cluster)
+    assert np.bincount(rows, minlength=n).max() > 1  # rows with several entries were tested
     np.testing.assert_allclose(vals, [r[i, j] for i, j in want], rtol=1e-4)
     np.testing.assert_array_equal(top, r.argmax(1))
     np.testing.assert_allclose(top_v, r.max(1), rtol=1e-4)
-    assert not parts.acc[0].any() and not parts.hard[0].any()  # worker 0's share untouched
-    np.testing.assert_allclose(parts.acc[1, :k], r.sum(0), rtol=1e-4)
+    np.testing.assert_allclose(parts.acc[:k], r.sum(0), rtol=1e-4)
     lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).mean(1)) + logits.max(1)
-    np.testing.assert_allclose(parts.acc[1, k] - n * np.log(k), lse.sum(), rtol=1e-5)
+    np.testing.assert_allclose(parts.acc[k] - n * np.log(k), lse.sum(), rtol=1e-5)
 
     want_hist = np.zeros((k, L))
     np.add.at(want_hist, (cls, sel[rows] % L), vals)
-    np.testing.assert_allclose(parts.pos_hist[1], want_hist, rtol=1e-6)
-    np.testing.assert_array_equal(parts.stored[1], np.bincount(cls, minlength=k))
-    np.testing.assert_array_equal(parts.hard[1], np.bincount(top, minlength=k))
+    np.testing.assert_allclose(parts.pos_hist, want_hist, rtol=1e-6)
+    np.testing.assert_array_equal(parts.stored, np.bincount(cls, minlength=k))
+    np.testing.assert_array_equal(parts.hard, np.bincount(top, minlength=k))
     conf = top_v >= 0.5
     want_x = np.zeros((k, d))
     np.add.at(want_x, top[conf], top_v[conf, None] * x[conf])
-    np.testing.assert_allclose(parts.xsum[1], want_x, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(parts.wsum[1], np.bincount(top[conf], weights=top_v[conf], minlength=k), rtol=1e-6)
+    np.testing.assert_allclose(parts.xsum, want_x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(parts.wsum, np.bincount(top[conf], weights=top_v[conf], minlength=k), rtol=1e-6)
     np.testing.assert_array_equal(li, np.flatnonzero(conf & (key_lda < 0.3)))
     np.testing.assert_array_equal(ti, np.flatnonzero(vals > top_floor[cls]))
     np.testing.assert_array_equal(ri, np.flatnonzero(key_rand > rand_floor[top]))
@@ -126,32 +129,32 @@ def test_phase2_tile_matches_numpy(t, thr, m):
     order = np.argsort(keys)
     np.testing.assert_array_equal(keys[order], want_k)
     np.testing.assert_allclose(weights[order], np.bincount(inv, weights=vals), rtol=1e-6)
-    assert parts.fill[1, 0] == 0 and (parts.pair_keys == -1).all()  # taken: the tables are empty again
+    assert parts.fill[0] == 0 and (parts.pair_keys == -1).all()  # taken: the table is empty again
 
 
 def test_pair_tables_spill_when_half_full_and_lose_nothing():
     from soft_cluster_stats import ChunkParts
-    from soft_cluster_stream import phase2_tile
+    from soft_cluster_stream import TileBuffers, phase2_block
 
     rng = np.random.default_rng(6)
-    k, d, L, m = 8, 4, 10, 3
-    parts = ChunkParts.zeros(1, k, L, d, slots=64)  # 32 pairs before a spill; a 10-row tile adds up to 30
+    k, d, L, m, n = 8, 4, 10, 3, 120
+    parts = ChunkParts.zeros(k, L, d, slots=64)  # 32 pairs before a spill; a 10-row sub-tile adds up to 30
     c = np.eye(k, d, dtype=np.float32)
     c[d:] = -np.eye(k - d, d)
     tokens = rng.integers(0, 50, size=40 * L).astype(np.int32)
+    sel = np.sort(rng.choice(40 * L, size=n, replace=False))
+    block = rng.standard_normal((40 * L, d)).astype(np.float32)
+    (rows, cls, vals), *_ = phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, np.ones(n),
+                                         np.zeros(n), (0.0, np.ones(k), np.ones(k)), parts,
+                                         TileBuffers(10, d, k, m))
+    assert np.bincount(rows).max() == m  # sub-tiles of up to 30 pairs
     want = {}
-    for tile in range(12):
-        sel = np.sort(rng.choice(40 * L, size=10, replace=False))
-        x = rng.standard_normal((10, d)).astype(np.float32)
-        e, offset = Scorer(c, 2.0).scores(x, inverse_norms(np.linalg.norm(x, axis=1)))
-        (rows, cls, vals), *_ = phase2_tile(e, offset, x, sel, tokens, L, 0.01, m, 0.5, np.ones(10), np.zeros(10),
-                                            (0.0, np.ones(k), np.ones(k)), parts, 0)
-        for key, v in zip(tokens[sel[rows]].astype(np.int64) * k + cls, vals):
-            want[int(key)] = want.get(int(key), 0.0) + float(v)
-        assert parts.fill[0, 0] <= 32
-    assert len(parts.spilled[0]) >= 3
-    with pytest.raises(ValueError, match="pair_slots"):  # a tile that could overfill even an empty table
-        parts.make_room(0, 33)
+    for key, v in zip(tokens[sel[rows]].astype(np.int64) * k + cls, vals):
+        want[int(key)] = want.get(int(key), 0.0) + float(v)
+    assert parts.fill[0] <= 32 and len(parts.spilled) >= 3
+    with pytest.raises(ValueError, match="pair_slots"):  # a sub-tile that could overfill even an empty table
+        phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, np.ones(n), np.zeros(n),
+                     (0.0, np.ones(k), np.ones(k)), parts, TileBuffers(11, d, k, m))
     got = {}
     for keys, weights in parts.pairs():
         for key, v in zip(keys.tolist(), weights.tolist()):
