@@ -393,9 +393,10 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
 
     Each worker thread takes whole chunks (2 per worker in flight, so none waits for the main
     thread), each chunk with its own partial sums; the main thread adds them, offers the exemplar
-    and reservoir candidates and saves checkpoints in chunk order. Results depend on neither the
-    number of workers nor thread timing: a chunk's sums run in its row order, and what a chunk
-    passes on depends only on the floors it was handed, which the adds re-check exactly."""
+    and reservoir candidates and saves checkpoints in chunk order. Results do not depend on thread
+    timing: a chunk's sums run in its row order, and the candidates a chunk passes on depend on the
+    floors it was handed, but the adds re-check them exactly. The number of workers changes the
+    block size, and so the order of the (token, cluster) sums, only: float rounding."""
     k, d = centres.shape
     stats = Phase2Stats.empty(cfg, d)
     chunk0 = 0
