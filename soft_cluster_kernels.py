@@ -10,6 +10,9 @@ single-threaded and release the GIL: ``soft_cluster_tiles`` runs one per worker 
 from __future__ import annotations
 
 import numpy as np
+# the BLAS numba's np.dot calls (scipy's OpenBLAS), loaded with the kernels so a threadpool_limits
+# entered later reaches it too: loaded inside one, it kept 2 threads in each worker
+import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
@@ -362,8 +365,10 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
     between: gather rows ``flat - base`` of the block ``src`` (uint16 float16 bits or float32) into
     ``x`` with their squared norms ``sq``; the product with ``centres_t`` [d, k] (BLAS, through
     numba's np.dot) into ``e`` (``e_bits``: as int32); the scaled exp (``shift``: the row-max shift of
-    :class:`vmf.Scorer`, its offsets into acc[k]); then :func:`phase2_rows` with the block's outputs (rows into ``flat``, not the sub-tile; ``counts``:
-    entries, LDA, top and random candidates written so far).
+    :class:`vmf.Scorer`, its offsets into acc[k]); then :func:`phase2_rows` with the block's outputs
+    (rows into ``flat``, not the sub-tile; ``counts``: entries, LDA, top and random candidates written
+    so far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read at every sub-tile: another
+    thread may lower / raise them meanwhile.
 
     Starts at row ``start``; returns len(flat) when done, the first row not done when the pair table
     could pass half full before the next sub-tile (the caller empties it and calls again), or
@@ -403,10 +408,10 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
         exp_rows(es, scale, bits)
         c0, c1, c2, c3 = counts[0], counts[1], counts[2], counts[3]
         nnz, n_lda, n_top, n_rand = phase2_rows(
-            es, e_bits[:r], xs, flat[lo:hi], tokens, threshold, top_m, seq_len, lda_min, key_lda[lo:hi], below, key_rand[lo:hi],
-            top_floor, rand_floor, rows[c0:], clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi], acc, pos_hist,
-            stored, hard, xsum, wsum, pair_keys, pair_w, fill, used, lda_idx[c1:], top_idx[c2:], rand_idx[c3:], buf_c,
-            buf_v)
+            es, e_bits[:r], xs, flat[lo:hi], tokens, threshold, top_m, seq_len, lda_min, key_lda[lo:hi], below[0],
+            key_rand[lo:hi], top_floor, rand_floor, rows[c0:], clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
+            acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used, lda_idx[c1:], top_idx[c2:],
+            rand_idx[c3:], buf_c, buf_v)
         for a in range(c0, c0 + nnz):
             rows[a] += lo
         for a in range(c1, c1 + n_lda):

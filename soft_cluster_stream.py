@@ -58,12 +58,22 @@ class MemoryPlan:
     k: int
     headroom: float = 0.85  # allocator slack, temporaries not modelled
 
-    def rows(self, chunk: ActivationChunk, state_bytes: int) -> int:
+    def _sizes(self, chunk: ActivationChunk, state_bytes: int) -> tuple[float, int, int]:
+        """(bytes free for blocks, bytes per row of a block, the chunk's own bytes)."""
         d, per_seq_pos = chunk.dim, chunk.n_seq * chunk.seq_len
         resident = getattr(chunk, "activations", None)
         chunk_bytes = per_seq_pos * (40 + 16 * 4) + (resident.nbytes if resident is not None else 0)
         per_row = d * (2 * chunk.dtype.itemsize + 16) + 6 * self.k + 128
-        free = self.headroom * self.budget - self.baseline - state_bytes - chunk_bytes
+        return self.headroom * self.budget - self.baseline - state_bytes - chunk_bytes, per_row, chunk_bytes
+
+    def free_rows(self, chunk: ActivationChunk, state_bytes: int) -> int:
+        """Rows of blocks of ``chunk`` the budget leaves (negative: not even the chunk fits)."""
+        free, per_row, _ = self._sizes(chunk, state_bytes)
+        return int(free // per_row)
+
+    def rows(self, chunk: ActivationChunk, state_bytes: int) -> int:
+        """Rows per block of ``chunk``; an error naming the fix if not even one sequence fits."""
+        free, per_row, chunk_bytes = self._sizes(chunk, state_bytes)
         if free < per_row * chunk.seq_len:
             need = (self.baseline + state_bytes + chunk_bytes + per_row * chunk.seq_len) / self.headroom
             raise InputError(f"soft_cluster.memory_budget_gb={self.budget / GB:.2f} is too small for {chunk.name}: "
@@ -307,6 +317,7 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
         raise ValueError(f"a tile of {len(buf.x) * m} pairs needs a table of more than "
                          f"{2 * len(buf.x) * m} slots (pair_slots)")
     below, top_floor, rand_floor = floors
+    below = np.atleast_1d(np.asarray(below, dtype=np.float64))  # an array: read at every sub-tile
     rows, cls = np.empty(n * m, dtype=np.int64), np.empty(n * m, dtype=np.int32)
     vals = np.empty(n * m, dtype=np.float32)
     top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
@@ -335,13 +346,14 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
     """Memberships of every position of chunk ``i`` (one worker thread's job), read ``rows``
     positions at a time, its statistics into its own ``parts``; its membership file is written at
     once, the rest is added by the main thread in chunk order. ``floors``: what can still enter the
-    LDA reservoir and the exemplar lists (as of when the chunk was handed out); the chunk passes on
-    what beats them, the adds re-check exactly."""
+    LDA reservoir and the exemplar lists, arrays the main thread updates as its offers land (read
+    per sub-tile); the chunk passes on what beats them, the adds re-check exactly. It passes on at
+    most ``lda_sample`` reservoir candidates, those with the smallest keys: no others could enter."""
     flat = np.flatnonzero(valid.ravel())
     key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
     key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
     tokens, L = chunk.token_ids.ravel(), chunk.seq_len
-    res = []
+    res, lda = [], []
     buf = bufs.get()
     try:
         for lo, block in chunk.blocks(max(1, rows // L)):
@@ -352,10 +364,13 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
             (r, cls, vals), top, top_v, (li, ti, ri) = phase2_block(
                 block, sel, base, scorer, tokens, L, cfg.threshold, cfg.top_m, cfg.lda_min_membership, kl, kr, floors,
                 parts, buf, chunk.name)
+            li = li[_smallest(kl[li], cfg.lda_sample)]
             x = np.empty((len(li), chunk.dim), dtype=np.float32)  # the LDA candidates' vectors, as stored
             kernels.load_rows(_read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
-            res.append((sel[r], cls, vals, (kl[li], x, top[li], top_v[li]), (ti, cls[ti], vals[ti]),
-                        (sel[ri], top[ri], kr[ri], top_v[ri]), sel))
+            res.append((sel[r], cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr[ri], top_v[ri])))
+            lda.append((kl[li], x, top[li], top_v[li]))
+            if sum(len(q[0]) for q in lda) > cfg.lda_sample:  # the chunk's smallest keys, so far
+                lda = [_merge_smallest(lda, cfg.lda_sample)]
     finally:
         bufs.put(buf)
     cat = lambda j: [np.concatenate([q[j][f] for q in res]) for f in range(len(res[0][j]))]  # noqa: E731
@@ -364,12 +379,27 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
     if out_dir is not None:
         write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, scorer.k, cfg)
     starts = np.cumsum([0] + [len(q[0]) for q in res[:-1]])  # entries of earlier blocks
-    entry, tcls, tval = cat(4)
-    entry += np.repeat(starts, [len(q[4][0]) for q in res])
-    at, rcls, rkey, rval = cat(5)
-    return {"cm": cm, "tokens": tokens[flat], "lda": cat(3),
+    entry, tcls, tval = cat(3)
+    entry += np.repeat(starts, [len(q[3][0]) for q in res])
+    at, rcls, rkey, rval = cat(4)
+    return {"cm": cm, "tokens": tokens[flat], "lda": _merge_smallest(lda, cfg.lda_sample),
             "top": (cm.seq[entry], cm.pos[entry], tcls, tval.astype(np.float64), tval),
             "random": ((at // L).astype(np.int32), (at % L).astype(np.int32), rcls, rkey, rval)}
+
+
+def _smallest(keys: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` smallest keys, in order of index (all of them if there are fewer)."""
+    if len(keys) <= n:
+        return np.arange(len(keys))
+    return np.sort(np.argpartition(keys, n - 1)[:n])
+
+
+def _merge_smallest(parts: list[tuple], n: int) -> tuple:
+    """Reservoir candidates (keys, vectors, clusters, weights) of several blocks as one, the ``n``
+    with the smallest keys."""
+    joined = [np.concatenate([p[j] for p in parts]) for j in range(4)]
+    keep = _smallest(joined[0], n)
+    return tuple(a[keep] for a in joined)
 
 
 def _offer_exemplars(stats: Phase2Stats, done: list[dict]) -> None:
@@ -422,19 +452,27 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     # soon as they are an eighth of the reservoir (early in a run, when most positions are)
     pending: list[tuple] = []
     inflight: deque = deque()
-    exemplar_floors = (stats.top.floor(), stats.random.floor())  # as of the last offer
+    # what can still enter the reservoir / the exemplar lists: updated in place as offers land,
+    # read by the chunks in flight
+    floors = (np.array([stats.lda.threshold()]), stats.top.floor(), stats.random.floor())
 
     parts_bytes = ChunkParts.zeros(k, 1, d, slots).nbytes - 8 * k  # and 8 k per position in the sequence
 
+    def results(chunk: ActivationChunk) -> int:
+        """Bytes of a computed chunk's results (sparse memberships, tokens, candidates)."""
+        return chunk.n_seq * chunk.seq_len * (16 * cfg.top_m + 24)
+
     def footprint(chunk: ActivationChunk) -> int:
-        """Bytes a chunk in flight holds besides its block: its activations if in memory, the
-        per-position arrays and results, its partial sums."""
+        """Bytes a chunk in flight holds besides its block: its activations if in memory, its
+        per-position arrays, results and partial sums."""
         resident = getattr(chunk, "activations", None)
-        return (chunk.n_seq * chunk.seq_len * (40 + 16 * 4 + 16 * cfg.top_m)
-                + (resident.nbytes if resident is not None else 0) + parts_bytes + 8 * k * chunk.seq_len)
+        n = chunk.n_seq * chunk.seq_len
+        lda = min(n * min(float(floors[0][0]), 1.0), cfg.lda_sample) * (4 * d + 24)  # expected candidates
+        return (n * (40 + 16 * 4) + results(chunk) + int(lda) + (resident.nbytes if resident is not None else 0)
+                + parts_bytes + 8 * k * chunk.seq_len)
 
     def finish() -> None:
-        nonlocal done, pending, exemplar_floors
+        nonlocal done, pending
         i, fut, parts, _ = inflight.popleft()
         res = fut.result()
         stats.usage.add(parts, res["tokens"])
@@ -448,10 +486,11 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         if offer or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8:
             _offer_pending(stats, pending)
             pending = []
+            floors[0][0] = stats.lda.threshold()
         if offer:
             _offer_exemplars(stats, done)
             done = []
-            exemplar_floors = (stats.top.floor(), stats.random.floor())
+            floors[1][:], floors[2][:] = stats.top.floor(), stats.random.floor()
         if checkpoint:
             st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
             for prefix, acc in stats.parts():
@@ -469,10 +508,16 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                     parts = ChunkParts.zeros(k, chunk.seq_len, d, slots)
                 else:
                     free.remove(parts)
-                others = sum(c[3] for c in inflight) + len(done) * footprint(chunk)
-                rows = plan.rows(chunk, state_bytes + others + (n_workers - 1) * footprint(chunk))
-                rows = max(chunk.seq_len, rows // n_workers)  # one block per worker in memory at once
-                floors = (stats.lda.threshold(), *exemplar_floors)
+                # one block per running chunk in memory at once; fewer chunks in flight where the
+                # budget cannot hold them all (chunks held in memory), down to one at a time
+                while True:
+                    others = sum(c[3] for c in inflight) + (len(done) + 1) * results(chunk) + parts_bytes
+                    rows = plan.free_rows(chunk, state_bytes + others) // n_workers
+                    if rows >= chunk.seq_len or not inflight:
+                        break
+                    finish()
+                if rows < chunk.seq_len:
+                    rows = plan.rows(chunk, state_bytes + others)  # alone: one block at a time (or the error)
                 fut = pool.submit(_phase2_chunk, i, chunk, valid, scorer, cfg, rows, floors, parts, bufs, out_dir)
                 inflight.append((i, fut, parts, footprint(chunk)))
                 if len(inflight) >= window:

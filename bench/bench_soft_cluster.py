@@ -13,7 +13,8 @@ Phase 2 is timed twice: *warm*, resumed with statistics that have already seen f
 many other positions (reservoir and exemplar lists full and rarely beaten, as in the bulk of a long
 run), and *cold*, from empty statistics. A third peer, *products only*, runs phase 1's two matrix
 products alone in the same tiles and threads: the ceiling BLAS gives for these shapes. One more,
-untimed, warm run of phase 2 with its stages wrapped in thread-CPU clocks says where its time goes.
+untimed, warm run of phase 2 with its stages wrapped in thread-CPU clocks, and its block kernel's
+stages run one at a time on one thread, say where its time goes.
 
 Memory: a fresh process clusters activations 10x its memory budget, generated on the fly (never
 stored), and another streams activations 4x the budget from chunk files on disk; each reports its
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import soft_cluster_kernels  # noqa: E402
+import soft_cluster_stats  # noqa: E402
 import soft_cluster_stream  # noqa: E402
 import soft_cluster_tiles  # noqa: E402
 import vmf  # noqa: E402
@@ -123,9 +125,9 @@ def products_only(d: int, k: int, n_vectors: int, workers: int) -> float:
 
 @contextmanager
 def stage_clock(cpu: dict[str, float]) -> Iterator[None]:
-    """Add each phase-2 stage's thread CPU seconds into ``cpu`` while the block runs, by wrapping
-    the stage functions: the gather (``load``), the product and exp (``scores``), the per-row
-    kernel (``rows``) and each tile's whole work; ``glue`` = tile work outside the other two."""
+    """Add thread CPU seconds into ``cpu`` while the block runs, by wrapping the workers' block
+    kernel (``kernel``: gather, product, exp and row kernel in one numba call) and their whole
+    chunk jobs; ``glue`` = the jobs outside the kernel (keys, outputs, concatenations)."""
     lock = threading.Lock()
 
     def timed(name: str, f):
@@ -138,25 +140,59 @@ def stage_clock(cpu: dict[str, float]) -> Iterator[None]:
                     cpu[name] = cpu.get(name, 0.0) + time.thread_time() - c
         return g
 
-    originals = [(soft_cluster_kernels, "load_rows"), (vmf.Scorer, "scores"), (soft_cluster_stream, "phase2_tile"),
-                 (soft_cluster_tiles.TilePool, "map_chunk")]
+    originals = [(soft_cluster_kernels, "phase2_block"), (soft_cluster_stream, "_phase2_chunk")]
     saved = [getattr(owner, name) for owner, name in originals]
-    map_chunk = saved[-1]
-    soft_cluster_kernels.load_rows = timed("load", saved[0])
-    vmf.Scorer.scores = timed("scores", saved[1])
-    soft_cluster_stream.phase2_tile = timed("rows", saved[2])
-    soft_cluster_tiles.TilePool.map_chunk = lambda self, c, f, r, work: map_chunk(self, c, f, r, timed("tile", work))
+    soft_cluster_kernels.phase2_block = timed("kernel", saved[0])
+    soft_cluster_stream._phase2_chunk = timed("job", saved[1])
     try:
         yield
     finally:
         for (owner, name), f in zip(originals, saved):
             setattr(owner, name, f)
-        cpu["glue"] = cpu.pop("tile", 0.0) - cpu.get("scores", 0.0) - cpu.get("rows", 0.0)
+        cpu["glue"] = cpu.pop("job", 0.0) - cpu.get("kernel", 0.0)
+
+
+def kernel_stages(d: int, k: int, chunk: ArrayChunk, centres: np.ndarray, reps: int = 5) -> dict[str, float]:
+    """Core-µs per position of the block kernel's stages, one thread, best of ``reps``: the whole
+    kernel over one chunk (``soft_cluster_stream.phase2_block``) and, apart, its gather, product and
+    exp in the same sub-tiles; ``rows`` = the rest (the row kernel and the loop)."""
+    flat = np.flatnonzero(chunk.attention_mask.ravel())
+    block, tokens, n = chunk.activations.reshape(-1, d), chunk.token_ids.ravel(), len(flat)
+    scorer = vmf.Scorer(centres, 20.0)
+    sub = tile_rows(d, soft_cluster_tiles.TILE_BYTES_PHASE2, 64)
+    buf = soft_cluster_stream.TileBuffers(sub, d, k, 4)
+    parts = soft_cluster_stats.ChunkParts.zeros(k, SEQ_LEN, d, soft_cluster_stats.pair_slots(sub, 4))
+    floors = (0.0, np.full(k, 2.0), np.full(k, 2.0))  # no candidates: as deep into a warm run
+    keys = np.random.default_rng(0).random(n)
+
+    def whole() -> None:
+        soft_cluster_stream.phase2_block(block, flat, 0, scorer, tokens, SEQ_LEN, 0.05, 4, 0.5, keys, keys, floors,
+                                         parts, buf)
+        parts.clear()
+
+    spans = [(lo, min(n, lo + sub)) for lo in range(0, n, sub)]
+    x, e, sq, bits = buf.x, buf.e, buf.sq, buf.bits
+    stages = {"whole": whole,
+              "gather": lambda: [soft_cluster_kernels.load_rows(block, flat[a:b], x[:b - a], sq) for a, b in spans],
+              "product": lambda: [np.matmul(x[:b - a], scorer.centres_t, out=e[:b - a]) for a, b in spans],
+              "exp": lambda: [soft_cluster_kernels.exp_rows(e[:b - a], buf.scale, bits) for a, b in spans]}
+    buf.scale[:] = 0.0  # exp(0): finite
+    best = {name: np.inf for name in stages}
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(reps):
+            for name, f in stages.items():
+                c = time.thread_time()
+                f()
+                best[name] = min(best[name], time.thread_time() - c)
+    out = {name: round(v / n * 1e6, 3) for name, v in best.items()}
+    out["rows"] = round(out["whole"] - out["gather"] - out["product"] - out["exp"], 3)
+    return out
 
 
 def phase2_breakdown(run, state: dict, n_pos: int) -> dict[str, float]:
-    """Core-µs per position of each phase-2 stage in one (untimed) warm run: the workers' stages,
-    and the main thread's own work (chunk set-up, merges), during which the workers wait."""
+    """Core-µs per position in one (untimed) warm run of phase 2: the workers' block kernels and
+    the rest of their chunk jobs, and the main thread's own work (adds, offers), which runs while
+    the workers go on."""
     cpu: dict[str, float] = {}
     state = {key: np.array(v) for key, v in state.items()}
     with stage_clock(cpu):
@@ -211,7 +247,8 @@ def throughput(d: int, k: int, n_vectors: int, reps: int = 3, warm_passes: int =
         best["products"] = min(best["products"], products_only(d, k, n_pos, workers))
     flops = {"phase1": 4 * k * d, "phase2": 2 * k * d, "phase2_cold": 2 * k * d, "products": 4 * k * d}
     out = {"d": d, "k": k, "vectors": n_pos, "workers": workers, "roofline_gflops": round(peak, 1),
-           "phase2_core_us": phase2_breakdown(runs["phase2"][1], warm, n_pos)}
+           "phase2_core_us": phase2_breakdown(runs["phase2"][1], warm, n_pos),
+           "kernel_core_us": kernel_stages(d, k, chunks[0], init)}
     for name, seconds in best.items():
         v = n_pos / seconds
         out[f"{name}_vectors_per_s"] = round(v)
@@ -307,17 +344,21 @@ def main() -> int:
     lines += [f"| {r['d']} | {r['k']} | {r['roofline_gflops']} | {r['phase1_vectors_per_s']:,} | {r['phase1_ratio']:.2f} | "
               f"{r['phase2_vectors_per_s']:,} | {r['phase2_ratio']:.2f} | {r['phase2_cold_ratio']:.2f} | "
               f"{r['products_ratio']:.2f} |" for r in rows]
-    lines += ["", "Where phase 2 (warm) spends its time: thread CPU µs per vector of each stage, from one more run with the "
-              "stages wrapped in clocks; the workers' stages run on all cores at once, the main thread's own work (chunk "
-              "set-up, merges of statistics and exemplars) runs while they wait. *At roofline* = the product alone at "
-              "the roofline's per-core speed.", "",
-              "| d | k | gather | product + exp | row kernel | tile glue | main thread | product at roofline |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Where phase 2 (warm) spends its time, in core-µs per vector. From one more warm run with clocks: the "
+              "workers' block kernels (gather, product, exp and row kernel in one numba call per block), the rest of "
+              "their chunk jobs, and the main thread's adds and offers, which run alongside the workers. From the "
+              "kernel run alone on one thread over one chunk: its stages (*rows* = the rest: row kernel and loop). "
+              "*Product at roofline* = the product alone at the roofline's per-core speed; a pass at ratio 0.5 has "
+              "twice that for everything.", "",
+              "| d | k | kernels | job glue | main thread | alone: gather | product | exp | rows | whole | "
+              "product at roofline |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        c = r["phase2_core_us"]
+        c, s1 = r["phase2_core_us"], r["kernel_core_us"]
         at_roof = 2 * r["k"] * r["d"] / (r["roofline_gflops"] * 1e3 / r["workers"])
-        lines.append(f"| {r['d']} | {r['k']} | {c['load']:.2f} | {c['scores']:.2f} | {c['rows']:.2f} | {c['glue']:.2f} | "
-                     f"{c['main']:.2f} | {at_roof:.2f} |")
+        lines.append(f"| {r['d']} | {r['k']} | {c['kernel']:.2f} | {c['glue']:.2f} | {c['main']:.2f} | "
+                     f"{s1['gather']:.2f} | {s1['product']:.2f} | {s1['exp']:.2f} | {s1['rows']:.2f} | "
+                     f"{s1['whole']:.2f} | {at_roof:.2f} |")
     lines += ["", "Peak RSS of a whole process (interpreter and libraries included) against its memory budget:", "",
               "| activations | budget GB | activations GB | peak RSS GB | peak / budget | seconds |", "|---|---|---|---|---|---|"]
     lines += [f"| {m['mode']} | {m['budget_gb']} | {m['activation_gb']} | {m['peak_rss_gb']} | {m['peak_over_budget']} | "

@@ -248,6 +248,32 @@ def test_model_space_vectors_steer_and_read_like_the_whitened_ones():
     np.testing.assert_array_equal(same["intervention_vectors_model"], v.astype(np.float32))
 
 
+def test_lda_reservoir_is_the_smallest_keys_of_all_confident_positions(tmp_path, monkeypatch):
+    """The reservoir must be exactly the lda_sample smallest keys (drawn per chunk and position)
+    among the positions whose top membership reaches lda_min_membership, however the chunks
+    filtered and capped their candidates on the way (two chunks: each holds about half the reservoir;
+    blocks of 2 sequences, so a chunk's candidates are capped as its blocks add up)."""
+    import soft_cluster_stream
+
+    monkeypatch.setattr(soft_cluster_stream.MemoryPlan, "free_rows", lambda self, chunk, state: 4 * L)
+    _, src = planted_source(n_chunks=2, seed=1)
+    out = tmp_path
+    m = small_model(lda_sample=300, n_workers=2).fit(src, out, ignore_token_ids=[CLS])
+    cfg = m.config
+    keys = []
+    for i, f in enumerate(sorted((out / "memberships").glob("chunk-*.npz"))):
+        with np.load(f) as a:
+            valid, idx, values = a["valid"].astype(bool), a["indices"], a["values"]
+        flat = np.flatnonzero(valid.ravel())
+        top = np.zeros(valid.size, dtype=np.float32)
+        np.maximum.at(top, idx[:, 0] * valid.shape[1] + idx[:, 1], values)  # the top one is always stored
+        key = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
+        keys.append(key[top[flat] >= np.float32(cfg.lda_min_membership)])
+    keys = np.concatenate(keys)
+    assert len(keys) > 2 * cfg.lda_sample  # most candidates had to be turned away
+    np.testing.assert_array_equal(np.sort(m.stats_.lda.res_key), np.sort(keys)[:cfg.lda_sample])
+
+
 def test_merging_statistics_chunk_by_chunk_or_in_batches_gives_the_same_summary(fitted, monkeypatch):
     _, src, ref, _ = fitted
     import soft_cluster_stream
