@@ -8,7 +8,7 @@ Every accumulator keeps its arrays as attributes named in ``ARRAYS`` so a checkp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,12 +38,22 @@ class ChunkMemberships:
     value: np.ndarray  # float32 [nnz]
     token_ids: np.ndarray  # int32 [n_seq, seq_len]
     valid: np.ndarray  # bool [n_seq, seq_len]: positions that were assigned
+    _cached_keys: tuple | None = field(default=None, repr=False, compare=False)
+
+    def _keys(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted search keys of the entries, by position and by (position, cluster): made once, as
+        both exemplar lists look contexts up in the same chunk."""
+        if self._cached_keys is None:
+            poskey = self.seq.astype(np.int64) * self.token_ids.shape[1] + self.pos
+            self._cached_keys = poskey, poskey * k + self.cluster
+        return self._cached_keys
 
     def context(self, seq: np.ndarray, pos: np.ndarray, cluster: np.ndarray, window: int, top_m: int, k: int):
         """For exemplars (seq, pos, cluster): tokens of the window around them (-1 outside the
         sequence or on unassigned positions), the cluster's membership at each window position,
         and every stored (cluster, membership) at the exemplar's own position."""
         n_seq, seq_len = self.token_ids.shape
+        poskey, key = self._keys(k)
         offs = np.arange(-window, window + 1)
         wpos = pos[:, None] + offs[None, :]
         inside = (wpos >= 0) & (wpos < seq_len)
@@ -51,8 +61,6 @@ class ChunkMemberships:
         seq_b = np.broadcast_to(seq[:, None], wpos.shape)
         ok = inside & self.valid[seq_b, wpos_c]
         tokens = np.where(ok, self.token_ids[seq_b, wpos_c], -1).astype(np.int32)
-        poskey = self.seq.astype(np.int64) * seq_len + self.pos
-        key = poskey * k + self.cluster
         want = (seq_b.astype(np.int64) * seq_len + wpos_c) * k + cluster[:, None]
         at = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
         hit = ok & (len(key) > 0) & (key[at] == want) if len(key) else np.zeros_like(ok)

@@ -288,6 +288,7 @@ class TileBuffers:
         self.x, self.e = np.empty((rows, d), dtype=np.float32), np.empty((rows, k), dtype=np.float32)
         self.sq, self.scale, self.smax = (np.empty(rows, dtype=np.float32) for _ in range(3))
         self.bits = np.empty(k, dtype=np.int32)
+        self.z, self.count, self.arg = np.empty(rows), np.empty(rows, dtype=np.int32), np.empty(rows, dtype=np.int32)
         self.buf_c, self.buf_v = np.empty(top_m, dtype=np.int32), np.empty(top_m, dtype=np.float32)
 
     @property
@@ -333,7 +334,7 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
             buf.e.view(np.int32), buf.sq, buf.scale, buf.bits, buf.smax, _read_only(tokens), np.float32(threshold), m,
             seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor, rows, cls, vals, top, top_v,
             parts.acc, parts.pos_hist, parts.stored, parts.hard, parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w,
-            parts.fill, parts.used, li, ti, ri, counts, buf.buf_c, buf.buf_v)
+            parts.fill, parts.used, li, ti, ri, counts, buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
         if start < 0:  # a row holds NaN/inf: the error names the file, the count and the first
             bad = sel[-1 - start:]
             check_finite(name, bad, np.square(block[bad - base], dtype=np.float32).sum(axis=1), seq_len)
