@@ -23,6 +23,7 @@ budget.
 
     .venv/bin/python bench/bench_soft_cluster.py            # ~10 min on 2 cores
     .venv/bin/python bench/bench_soft_cluster.py --quick    # d=384 only, smaller memory runs
+    .venv/bin/python bench/bench_soft_cluster.py --render bench/results/<run>.json   # tables again
 
 Writes ``bench/results/<date>-<git sha>-soft.json`` and ``bench/results/latest-soft.md`` (``--quick``:
 ``-soft-quick.json`` / ``latest-soft-quick.md``, so a quick check leaves the full table alone).
@@ -312,7 +313,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="d=384 only and smaller memory runs")
     p.add_argument("--budget-gb", type=float, default=0.6, help="memory budget of the memory runs")
+    p.add_argument("--render", type=Path, help="only rewrite latest-soft.md from this saved results JSON")
     args = p.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        stamp = args.render.name.removesuffix(".json").removesuffix("-soft-quick").removesuffix("-soft")
+        report(saved["throughput"], saved["memory"], stamp, saved["machine"]["nproc"],
+               RESULTS / ("latest-soft-quick.md" if args.render.name.endswith("-quick.json") else "latest-soft.md"))
+        return 0
     dims = (384,) if args.quick else (384, 2304)
     rows = []
     for d in dims:
@@ -331,7 +339,13 @@ def main() -> int:
                "versions": package_versions(), "git": git}
     suffix = "soft-quick" if args.quick else "soft"
     atomic_write_json(RESULTS / f"{stamp}-{suffix}.json", {"machine": machine, "throughput": rows, "memory": mem})
-    lines = [f"# Soft clustering benchmark: {stamp}, {os.cpu_count()} cores", "",
+    report(rows, mem, stamp, os.cpu_count(), RESULTS / f"latest-{suffix}.md")
+    return 0
+
+
+def report(rows: list[dict], mem: list[dict], stamp: str, cores: int, path: Path) -> None:
+    """Write the markdown tables of a run (also from a saved JSON: ``--render JSON``)."""
+    lines = [f"# Soft clustering benchmark: {stamp}, {cores} cores", "",
              "Throughput per pass on float16 chunks in memory, best of 3; roofline = numpy float32 GEMM 2048³ GFLOP/s "
              "on all cores, measured before every run (the highest kept); ratio = the pass's useful GFLOP/s (phase 1: "
              "4kd, phase 2: 2kd per vector) / roofline; target >= 0.5. Phase 2 = memberships, sparse selection and every "
@@ -347,7 +361,8 @@ def main() -> int:
     lines += ["", "Where phase 2 (warm) spends its time, in core-µs per vector. From one more warm run with clocks: the "
               "workers' block kernels (gather, product, exp and row kernel in one numba call per block), the rest of "
               "their chunk jobs, and the main thread's adds and offers, which run alongside the workers. From the "
-              "kernel run alone on one thread over one chunk: its stages (*rows* = the rest: row kernel and loop). "
+              "kernel run alone on one thread over one chunk: its stages (*rows* = the whole kernel less the others: "
+              "the row kernel and the loop; *noise* where that difference is within the timings' noise). "
               "*Product at roofline* = the product alone at the roofline's per-core speed; a pass at ratio 0.5 has "
               "twice that for everything.", "",
               "| d | k | kernels | job glue | main thread | alone: gather | product | exp | rows | whole | "
@@ -356,16 +371,16 @@ def main() -> int:
     for r in rows:
         c, s1 = r["phase2_core_us"], r["kernel_core_us"]
         at_roof = 2 * r["k"] * r["d"] / (r["roofline_gflops"] * 1e3 / r["workers"])
+        rest = f"{s1['rows']:.2f}" if s1["rows"] > 0.02 * s1["whole"] else "noise"  # a difference of timings
         lines.append(f"| {r['d']} | {r['k']} | {c['kernel']:.2f} | {c['glue']:.2f} | {c['main']:.2f} | "
-                     f"{s1['gather']:.2f} | {s1['product']:.2f} | {s1['exp']:.2f} | {s1['rows']:.2f} | "
+                     f"{s1['gather']:.2f} | {s1['product']:.2f} | {s1['exp']:.2f} | {rest} | "
                      f"{s1['whole']:.2f} | {at_roof:.2f} |")
     lines += ["", "Peak RSS of a whole process (interpreter and libraries included) against its memory budget:", "",
               "| activations | budget GB | activations GB | peak RSS GB | peak / budget | seconds |", "|---|---|---|---|---|---|"]
     lines += [f"| {m['mode']} | {m['budget_gb']} | {m['activation_gb']} | {m['peak_rss_gb']} | {m['peak_over_budget']} | "
               f"{m['seconds']} |" for m in mem]
-    atomic_write_text(RESULTS / f"latest-{suffix}.md", "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":
