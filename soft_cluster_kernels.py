@@ -338,8 +338,8 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, k
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, sq, scale, bits, smax, tokens,
-                 threshold, top_m, seq_len, lda_min, key_lda, below, key_rand, top_floor, rand_floor, rows, clusters,
-                 values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used,
+                 threshold, top_m, seq_len, lda_min, key_lda, below, key_rand, top_floor, rand_floor, rows, seq, pos,
+                 clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used,
                  lda_idx, top_idx, rand_idx, counts, buf_c, buf_v, z, count, arg):
     """Phase 2 of a block of a chunk, sub-tile by sub-tile of ``len(x)`` rows, so a sub-tile's
     vectors and scores stay in the core's cache from the read to the row kernel, with no Python in
@@ -347,8 +347,9 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
     ``x`` with their squared norms ``sq``; the product with ``centres_t`` [d, k] (BLAS, through
     numba's np.dot) into ``e`` (``e_bits``: as int32); the scaled exp (``shift``: the row-max shift of
     :class:`vmf.Scorer`, its offsets into acc[k]); then :func:`phase2_rows` with the block's outputs
-    (rows into ``flat``, not the sub-tile; ``counts``: entries, LDA, top and random candidates written
-    so far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read at every sub-tile: another
+    (``rows``: a sub-tile's scratch; the entries' sequence and position in the chunk go into ``seq`` /
+    ``pos``; candidates' rows are into ``flat``, not the sub-tile; ``counts``: entries, LDA, top and
+    random candidates written so far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read at every sub-tile: another
     thread may lower / raise them meanwhile.
 
     Starts at row ``start``; returns len(flat) when done, the first row not done when the pair table
@@ -390,11 +391,14 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
         c0, c1, c2, c3 = counts[0], counts[1], counts[2], counts[3]
         nnz, n_lda, n_top, n_rand = phase2_rows(
             es, e_bits[:r], xs, flat[lo:hi], tokens, threshold, top_m, seq_len, lda_min, key_lda[lo:hi], below[0],
-            key_rand[lo:hi], top_floor, rand_floor, rows[c0:], clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
+            key_rand[lo:hi], top_floor, rand_floor, rows, clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
             acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used, lda_idx[c1:], top_idx[c2:],
             rand_idx[c3:], buf_c, buf_v, z, count, arg)
-        for a in range(c0, c0 + nnz):
-            rows[a] += lo
+        for a in range(nnz):
+            f = flat[lo + rows[a]]
+            q = f // seq_len
+            seq[c0 + a] = q
+            pos[c0 + a] = f - q * seq_len
         for a in range(c1, c1 + n_lda):
             lda_idx[a] += lo
         for a in range(c2, c2 + n_top):

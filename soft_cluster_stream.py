@@ -287,7 +287,7 @@ class TileBuffers:
     def __init__(self, rows: int, d: int, k: int, top_m: int):
         self.x, self.e = np.empty((rows, d), dtype=np.float32), np.empty((rows, k), dtype=np.float32)
         self.sq, self.scale, self.smax = (np.empty(rows, dtype=np.float32) for _ in range(3))
-        self.bits = np.empty(k, dtype=np.int32)
+        self.bits, self.rows = np.empty(k, dtype=np.int32), np.empty(rows * top_m, dtype=np.int64)
         self.z, self.count, self.arg = np.empty(rows), np.empty(rows, dtype=np.int32), np.empty(rows, dtype=np.int32)
         self.buf_c, self.buf_v = np.empty(top_m, dtype=np.int32), np.empty(top_m, dtype=np.float32)
 
@@ -309,9 +309,10 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
     """Phase 2 of one block of a chunk (``soft_cluster_kernels.phase2_block``): the vectors at flat
     positions ``sel`` of the chunk, rows ``sel - base`` of ``block`` [positions, d] (float16 or
     float32, as stored); ``tokens`` the chunk's flat token ids; the sums go into ``parts``, ``buf`` is
-    the scratch of one sub-tile. Returns the stored entries (rows into ``sel``, clusters, memberships), each
-    row's top cluster and membership, and the rows / entries that may enter the LDA reservoir, the
-    top exemplars and the random exemplars (``floors``: what they must beat)."""
+    the scratch of one sub-tile. Returns the stored entries (sequence and position in the chunk,
+    clusters, memberships), each row's top cluster and membership, and the rows / entries that may
+    enter the LDA reservoir, the top exemplars and the random exemplars (``floors``: what they must
+    beat)."""
     n, k = len(sel), scorer.k
     m = min(top_m, k)
     if len(buf.x) * m > len(parts.pair_keys) // 2:  # the kernel would wait for room forever
@@ -319,8 +320,8 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
                          f"{2 * len(buf.x) * m} slots (pair_slots)")
     below, top_floor, rand_floor = floors
     below = np.atleast_1d(np.asarray(below, dtype=np.float64))  # an array: read at every sub-tile
-    rows, cls = np.empty(n * m, dtype=np.int64), np.empty(n * m, dtype=np.int32)
-    vals = np.empty(n * m, dtype=np.float32)
+    seq, pos = np.empty(n * m, dtype=np.int32), np.empty(n * m, dtype=np.int32)
+    cls, vals = np.empty(n * m, dtype=np.int32), np.empty(n * m, dtype=np.float32)
     top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
     li, ti, ri = np.empty(n, dtype=np.int64), np.empty(n * m, dtype=np.int64), np.empty(n, dtype=np.int64)
     counts = np.zeros(4, dtype=np.int64)
@@ -332,14 +333,15 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
         start = kernels.phase2_block(
             src, sel, base, start, scorer.centres_t, scorer.inv_t, scorer.shift, buf.x, buf.e,
             buf.e.view(np.int32), buf.sq, buf.scale, buf.bits, buf.smax, _read_only(tokens), np.float32(threshold), m,
-            seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor, rows, cls, vals, top, top_v,
+            seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor, buf.rows, seq, pos, cls, vals,
+            top, top_v,
             parts.acc, parts.pos_hist, parts.stored, parts.hard, parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w,
             parts.fill, parts.used, li, ti, ri, counts, buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
         if start < 0:  # a row holds NaN/inf: the error names the file, the count and the first
             bad = sel[-1 - start:]
             check_finite(name, bad, np.square(block[bad - base], dtype=np.float32).sum(axis=1), seq_len)
     nnz, n_lda, n_top, n_rand = counts.tolist()
-    return (rows[:nnz], cls[:nnz], vals[:nnz]), top, top_v, (li[:n_lda], ti[:n_top], ri[:n_rand])
+    return (seq[:nnz], pos[:nnz], cls[:nnz], vals[:nnz]), top, top_v, (li[:n_lda], ti[:n_top], ri[:n_rand])
 
 
 def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Scorer, cfg: SoftClusterConfig,
@@ -362,27 +364,29 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
             if a == b:
                 continue
             sel, kl, kr, base, block = flat[a:b], key_lda[a:b], key_rand[a:b], lo * L, block.reshape(-1, chunk.dim)
-            (r, cls, vals), top, top_v, (li, ti, ri) = phase2_block(
+            (sq, ps, cls, vals), top, top_v, (li, ti, ri) = phase2_block(
                 block, sel, base, scorer, tokens, L, cfg.threshold, cfg.top_m, cfg.lda_min_membership, kl, kr, floors,
                 parts, buf, chunk.name)
             li = li[_smallest(kl[li], cfg.lda_sample)]
             x = np.empty((len(li), chunk.dim), dtype=np.float32)  # the LDA candidates' vectors, as stored
             kernels.load_rows(_read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
-            res.append((sel[r], cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr[ri], top_v[ri])))
+            res.append((sq, ps, cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr[ri], top_v[ri])))
             lda.append((kl[li], x, top[li], top_v[li]))
             if sum(len(q[0]) for q in lda) > cfg.lda_sample:  # the chunk's smallest keys, so far
                 lda = [_merge_smallest(lda, cfg.lda_sample)]
     finally:
         bufs.put(buf)
-    cat = lambda j: [np.concatenate([q[j][f] for q in res]) for f in range(len(res[0][j]))]  # noqa: E731
-    nz, cls, vals = (np.concatenate([q[j] for q in res]) for j in range(3))
-    cm = ChunkMemberships(i, (nz // L).astype(np.int32), (nz % L).astype(np.int32), cls, vals, chunk.token_ids, valid)
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)  # one block: the usual case
+
+    cm = ChunkMemberships(i, *(cat([q[j] for q in res]) for j in range(4)), chunk.token_ids, valid)
     if out_dir is not None:
         write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, scorer.k, cfg)
     starts = np.cumsum([0] + [len(q[0]) for q in res[:-1]])  # entries of earlier blocks
-    entry, tcls, tval = cat(3)
-    entry += np.repeat(starts, [len(q[3][0]) for q in res])
-    at, rcls, rkey, rval = cat(4)
+    entry, tcls, tval = (cat([q[4][f] for q in res]) for f in range(3))
+    if len(res) > 1:
+        entry = entry + np.repeat(starts, [len(q[4][0]) for q in res])
+    at, rcls, rkey, rval = (cat([q[5][f] for q in res]) for f in range(4))
     return {"cm": cm, "tokens": tokens[flat], "lda": _merge_smallest(lda, cfg.lda_sample),
             "top": (cm.seq[entry], cm.pos[entry], tcls, tval.astype(np.float64), tval),
             "random": ((at // L).astype(np.int32), (at % L).astype(np.int32), rcls, rkey, rval)}

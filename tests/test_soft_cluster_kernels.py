@@ -92,9 +92,12 @@ def test_phase2_block_matches_numpy(t, thr, m, dtype):
     tokens = rng.integers(0, 7, size=30 * L).astype(np.int32)  # few token ids: (token, cluster) pairs recur
     key_lda, key_rand, top_floor, rand_floor = rng.random(n), rng.random(n), rng.random(k), rng.random(k)
     parts = ChunkParts.zeros(k, L, d)
-    (rows, cls, vals), top, top_v, (li, ti, ri) = phase2_block(  # sub-tiles of 64 rows: 5 of them
+    (seq, pos, cls, vals), top, top_v, (li, ti, ri) = phase2_block(  # sub-tiles of 64 rows: 5 of them
         block, sel, base, Scorer(c, 1 / t), tokens, L, thr, m, 0.5, key_lda, key_rand, (0.3, top_floor, rand_floor),
         parts, TileBuffers(64, d, k, min(m, k)))
+    flat = seq.astype(np.int64) * L + pos
+    rows = np.searchsorted(sel, flat)
+    np.testing.assert_array_equal(sel[rows], flat)  # every entry at a selected position
 
     unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     logits = unit @ c.T.astype(np.float64) / t
@@ -144,9 +147,10 @@ def test_pair_tables_spill_when_half_full_and_lose_nothing():
     tokens = rng.integers(0, 50, size=40 * L).astype(np.int32)
     sel = np.sort(rng.choice(40 * L, size=n, replace=False))
     block = rng.standard_normal((40 * L, d)).astype(np.float32)
-    (rows, cls, vals), *_ = phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, np.ones(n),
-                                         np.zeros(n), (0.0, np.ones(k), np.ones(k)), parts,
-                                         TileBuffers(10, d, k, m))
+    (seq, pos, cls, vals), *_ = phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, np.ones(n),
+                                              np.zeros(n), (0.0, np.ones(k), np.ones(k)), parts,
+                                              TileBuffers(10, d, k, m))
+    rows = np.searchsorted(sel, seq.astype(np.int64) * L + pos)
     assert np.bincount(rows).max() == m  # sub-tiles of up to 30 pairs
     want = {}
     for key, v in zip(tokens[sel[rows]].astype(np.int64) * k + cls, vals):
