@@ -411,3 +411,37 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
         counts[3] += n_rand
         lo = hi
     return n
+
+
+@njit(cache=True, nogil=True)
+def exemplar_context(token_ids, valid, key, value, clusters, seq, pos, cl, k, tokens, values, others_c, others_v):
+    """Contexts of exemplars at (``seq``, ``pos``) of one chunk, for clusters ``cl``: ``tokens`` /
+    ``values`` [n, 2 window + 1] = the tokens around them (-1 outside the sequence or on unassigned
+    positions) and cluster cl's stored membership there (0 if none); ``others_c`` / ``others_v``
+    [n, top_m] = every stored (cluster, membership) at the exemplar's own position (-1 / 0 pad).
+    ``key`` = the chunk's entries as (sequence * seq_len + position) * k + cluster, sorted, with their
+    ``value`` and ``clusters``."""
+    n, width = tokens.shape
+    window = width // 2
+    seq_len = token_ids.shape[1]
+    for e in range(n):
+        s, p0 = np.int64(seq[e]), np.int64(pos[e])
+        for o in range(width):
+            p = p0 - window + o
+            if p < 0 or p >= seq_len or not valid[s, p]:
+                tokens[e, o] = -1
+                values[e, o] = 0.0
+                continue
+            tokens[e, o] = token_ids[s, p]
+            want = (s * seq_len + p) * k + cl[e]
+            a = np.searchsorted(key, want)
+            values[e, o] = value[a] if a < len(key) and key[a] == want else np.float32(0.0)
+        first = (s * seq_len + p0) * k
+        a = np.searchsorted(key, first)
+        for j in range(others_c.shape[1]):
+            if a + j < len(key) and key[a + j] < first + k:
+                others_c[e, j] = clusters[a + j]
+                others_v[e, j] = value[a + j]
+            else:
+                others_c[e, j] = -1
+                others_v[e, j] = 0.0

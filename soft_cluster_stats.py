@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import soft_cluster_kernels as kernels
+
 
 
 class _Stateful:
@@ -38,43 +40,36 @@ class ChunkMemberships:
     value: np.ndarray  # float32 [nnz]
     token_ids: np.ndarray  # int32 [n_seq, seq_len]
     valid: np.ndarray  # bool [n_seq, seq_len]: positions that were assigned
-    _cached_keys: tuple | None = field(default=None, repr=False, compare=False)
+    _cached_key: np.ndarray | None = field(default=None, repr=False, compare=False)
 
-    def _keys(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted search keys of the entries, by position and by (position, cluster): made once, as
-        both exemplar lists look contexts up in the same chunk."""
-        if self._cached_keys is None:
-            poskey = self.seq.astype(np.int64) * self.token_ids.shape[1] + self.pos
-            self._cached_keys = poskey, poskey * k + self.cluster
-        return self._cached_keys
+    def _key(self, k: int) -> np.ndarray:
+        """The entries as (sequence * seq_len + position) * k + cluster (sorted, as they are): made
+        once, as both exemplar lists look contexts up in the same chunk."""
+        if self._cached_key is None:
+            key = (self.seq.astype(np.int64) * self.token_ids.shape[1] + self.pos) * k + self.cluster
+            key.flags.writeable = False
+            self._cached_key = key
+        return self._cached_key
 
     def context(self, seq: np.ndarray, pos: np.ndarray, cluster: np.ndarray, window: int, top_m: int, k: int):
         """For exemplars (seq, pos, cluster): tokens of the window around them (-1 outside the
         sequence or on unassigned positions), the cluster's membership at each window position,
-        and every stored (cluster, membership) at the exemplar's own position."""
-        n_seq, seq_len = self.token_ids.shape
-        poskey, key = self._keys(k)
-        offs = np.arange(-window, window + 1)
-        wpos = pos[:, None] + offs[None, :]
-        inside = (wpos >= 0) & (wpos < seq_len)
-        wpos_c = np.clip(wpos, 0, seq_len - 1)
-        seq_b = np.broadcast_to(seq[:, None], wpos.shape)
-        ok = inside & self.valid[seq_b, wpos_c]
-        tokens = np.where(ok, self.token_ids[seq_b, wpos_c], -1).astype(np.int32)
-        want = (seq_b.astype(np.int64) * seq_len + wpos_c) * k + cluster[:, None]
-        at = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
-        hit = ok & (len(key) > 0) & (key[at] == want) if len(key) else np.zeros_like(ok)
-        values = np.where(hit, self.value[at] if len(key) else 0.0, 0.0).astype(np.float32)
-        lo = np.searchsorted(poskey, seq.astype(np.int64) * seq_len + pos, side="left")
-        hi = np.searchsorted(poskey, seq.astype(np.int64) * seq_len + pos, side="right")
-        others_c = np.full((len(seq), top_m), -1, dtype=np.int32)
-        others_v = np.zeros((len(seq), top_m), dtype=np.float32)
-        for j in range(top_m):
-            idx = lo + j
-            has = idx < hi
-            others_c[has, j] = self.cluster[idx[has]]
-            others_v[has, j] = self.value[idx[has]]
+        and every stored (cluster, membership) at the exemplar's own position
+        (``soft_cluster_kernels.exemplar_context``)."""
+        n = len(seq)
+        tokens, values = np.empty((n, 2 * window + 1), dtype=np.int32), np.empty((n, 2 * window + 1), dtype=np.float32)
+        others_c, others_v = np.empty((n, top_m), dtype=np.int32), np.empty((n, top_m), dtype=np.float32)
+        as32 = lambda a: _read_only(np.asarray(a, dtype=np.int32))  # noqa: E731  one compiled variant
+        kernels.exemplar_context(_read_only(self.token_ids.astype(np.int32, copy=False)), _read_only(self.valid),
+                                 self._key(k), _read_only(self.value), _read_only(self.cluster), as32(seq), as32(pos),
+                                 as32(cluster), k, tokens, values, others_c, others_v)
         return tokens, values, others_c, others_v
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 class Exemplars(_Stateful):

@@ -103,6 +103,9 @@ def warm_up() -> None:
             phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, Scorer(np.eye(k, d, dtype=np.float32), inv_t),
                          np.zeros(8, dtype=np.int32), 2, 0.05, 2, 0.5, np.zeros(4), np.zeros(4),
                          (0.5, np.zeros(k), np.zeros(k)), parts, buf)
+    one = np.zeros(1, dtype=np.int32)
+    ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
+                     np.ones((1, 2), dtype=bool)).context(one, one, one, 1, 2, k)
 
 
 def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:

@@ -165,3 +165,32 @@ def test_pair_tables_spill_when_half_full_and_lose_nothing():
             got[key] = got.get(key, 0.0) + v
     assert got.keys() == want.keys()
     np.testing.assert_allclose([got[q] for q in want], list(want.values()), rtol=1e-6)
+
+
+def test_exemplar_context_matches_a_plain_loop():
+    from soft_cluster_stats import ChunkMemberships
+
+    rng = np.random.default_rng(7)
+    n_seq, L, k, window, top_m = 6, 10, 5, 2, 3
+    valid = rng.random((n_seq, L)) < 0.8
+    token_ids = rng.integers(0, 1000, size=(n_seq, L)).astype(np.int32)
+    stored = {}  # (seq, pos) -> {cluster: membership}, up to top_m per position, some with none
+    for s, p in zip(*np.nonzero(valid)):
+        for c in np.sort(rng.choice(k, size=rng.integers(0, top_m + 1), replace=False)):
+            stored.setdefault((int(s), int(p)), {})[int(c)] = float(rng.random())
+    entries = sorted((s, p, c, v) for (s, p), cv in stored.items() for c, v in cv.items())
+    seq, pos, cl, val = (np.array([e[j] for e in entries]) for j in range(4))
+    cm = ChunkMemberships(0, seq.astype(np.int32), pos.astype(np.int32), cl.astype(np.int32), val.astype(np.float32),
+                          token_ids, valid)
+    ex = [(s, p, int(rng.integers(k))) for s, p in zip(*np.nonzero(valid))][::3] + [(0, 0, 1), (n_seq - 1, L - 1, 2)]
+    es, ep, ec = (np.array([e[j] for e in ex]) for j in range(3))
+    tokens, values, others_c, others_v = cm.context(es, ep, ec, window, top_m, k)
+    for i, (s, p, c) in enumerate(ex):
+        for o in range(2 * window + 1):
+            q = p - window + o
+            inside = 0 <= q < L and valid[s, q]
+            assert tokens[i, o] == (token_ids[s, q] if inside else -1)
+            assert values[i, o] == pytest.approx(stored.get((s, q), {}).get(c, 0.0) if inside else 0.0, abs=1e-6)
+        here = sorted(stored.get((s, p), {}).items())
+        assert others_c[i].tolist() == [a for a, _ in here] + [-1] * (top_m - len(here))
+        np.testing.assert_allclose(others_v[i], [b for _, b in here] + [0.0] * (top_m - len(here)), rtol=1e-6)
