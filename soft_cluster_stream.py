@@ -278,6 +278,10 @@ def write_memberships(path: Path, cm: ChunkMemberships, chunk: ActivationChunk, 
     atomic_writer(path, write)
 
 
+IN_FLIGHT_PER_WORKER = 2
+"""Phase 2 keeps up to this many chunks per worker handed out (memory allowing), so a worker that
+is done does not wait for the main thread to finish an earlier chunk held up on another worker."""
+
 MERGE_EVERY = 8
 """Phase 2 offers the exemplar candidates of this many chunks at once (fewer at a checkpoint or at
 the end): an offer's fixed cost, ~2 ms of numpy calls on the main thread, is about what a
@@ -451,7 +455,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     bufs: SimpleQueue = SimpleQueue()  # a sub-tile's scratch per running chunk
     for _ in range(n_workers):
         bufs.put(TileBuffers(sub, d, k, m))
-    window = 2 * n_workers
+    window = IN_FLIGHT_PER_WORKER * n_workers
     free: list[ChunkParts] = []  # partial sums of finished chunks, to reuse
     state_bytes = (stats.nbytes() + n_workers * TileBuffers(sub, d, k, m).nbytes + k * d * 12 + 32 * 2 ** 20
                    + (cfg.lda_sample // 8) * (d * 4 + 24))
