@@ -19,6 +19,14 @@ from numba.extending import intrinsic, overload
 _F16_MAGIC = np.float32(2.0 ** 112)
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view: the kernels then compile once, whether their arrays came from files (read
+    only) or not."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 @intrinsic
 def _f32_from_bits(typingctx, b):
     """The float32 whose bits are the uint32 ``b`` (a register bitcast, which LLVM vectorises)."""
@@ -275,7 +283,8 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, k
                 rand_floor, rows, clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys,
                 pair_w, fill, used, lda_idx, top_idx, rand_idx, buf_c, buf_v, z, count, arg):
     """Phase 2 on one tile after the product, one pass per row of e = exp(scaled similarities)
-    (unnormalised, ``e_bits`` e viewed as int32; raw vectors ``x``, flat positions ``sel``, ``tokens`` the chunk's flat ids):
+    (unnormalised, ``e_bits`` e viewed as int32; raw vectors ``x``, flat positions ``sel``, ``tokens``
+    the chunk's flat ids):
 
     * z = sum_j e[i, j]; memberships e / z; the (at most ``top_m``) largest >= threshold into rows /
       clusters / values, ordered by (row, cluster); top / top_v: the largest one's cluster and value;
@@ -349,8 +358,8 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
     :class:`vmf.Scorer`, its offsets into acc[k]); then :func:`phase2_rows` with the block's outputs
     (``rows``: a sub-tile's scratch; the entries' sequence and position in the chunk go into ``seq`` /
     ``pos``; candidates' rows are into ``flat``, not the sub-tile; ``counts``: entries, LDA, top and
-    random candidates written so far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read at every sub-tile: another
-    thread may lower / raise them meanwhile.
+    random candidates written so far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read as
+    the rows come: another thread may lower / raise them meanwhile.
 
     Starts at row ``start``; returns len(flat) when done, the first row not done when the pair table
     could pass half full before the next sub-tile (the caller empties it and calls again), or

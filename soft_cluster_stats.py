@@ -59,17 +59,12 @@ class ChunkMemberships:
         n = len(seq)
         tokens, values = np.empty((n, 2 * window + 1), dtype=np.int32), np.empty((n, 2 * window + 1), dtype=np.float32)
         others_c, others_v = np.empty((n, top_m), dtype=np.int32), np.empty((n, top_m), dtype=np.float32)
-        as32 = lambda a: _read_only(np.asarray(a, dtype=np.int32))  # noqa: E731  one compiled variant
-        kernels.exemplar_context(_read_only(self.token_ids.astype(np.int32, copy=False)), _read_only(self.valid),
-                                 self._key(k), _read_only(self.value), _read_only(self.cluster), as32(seq), as32(pos),
-                                 as32(cluster), k, tokens, values, others_c, others_v)
+        ro = kernels.read_only  # one compiled variant, whether the chunk came from a file or not
+        kernels.exemplar_context(ro(self.token_ids.astype(np.int32, copy=False)), ro(self.valid), self._key(k),
+                                 ro(self.value), ro(self.cluster), *(ro(np.asarray(a, dtype=np.int32))
+                                                                     for a in (seq, pos, cluster)),
+                                 k, tokens, values, others_c, others_v)
         return tokens, values, others_c, others_v
-
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 class Exemplars(_Stateful):

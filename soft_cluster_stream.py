@@ -284,8 +284,8 @@ is done does not wait for the main thread to finish an earlier chunk held up on 
 
 MERGE_EVERY = 8
 """Phase 2 offers the exemplar candidates of this many chunks at once (fewer at a checkpoint or at
-the end): an offer's fixed cost, ~2 ms of numpy calls on the main thread, is about what a
-64-sequence chunk's products take at k = 64. The sums are added chunk by chunk."""
+the end): an offer has a fixed cost of ~1 ms on the main thread, a third of what a 64-sequence
+chunk's products take at k = 64. The sums are added chunk by chunk."""
 
 
 class TileBuffers:
@@ -301,13 +301,6 @@ class TileBuffers:
     @property
     def nbytes(self) -> int:
         return sum(v.nbytes for v in vars(self).values())
-
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    """A read-only view: the kernels then compile once, whether the arrays came from files or not."""
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, tokens: np.ndarray, seq_len: int,
@@ -332,18 +325,18 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
     top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
     li, ti, ri = np.empty(n, dtype=np.int64), np.empty(n * m, dtype=np.int64), np.empty(n, dtype=np.int64)
     counts = np.zeros(4, dtype=np.int64)
-    src = _read_only(block.view(np.uint16) if block.dtype == np.float16 else block)
+    src = kernels.read_only(block.view(np.uint16) if block.dtype == np.float16 else block)
     start = 0
     while start < n:
         if start > 0:
             parts.spill()
         start = kernels.phase2_block(
             src, sel, base, start, scorer.centres_t, scorer.inv_t, scorer.shift, buf.x, buf.e,
-            buf.e.view(np.int32), buf.sq, buf.scale, buf.bits, buf.smax, _read_only(tokens), np.float32(threshold), m,
-            seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor, buf.rows, seq, pos, cls, vals,
-            top, top_v,
-            parts.acc, parts.pos_hist, parts.stored, parts.hard, parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w,
-            parts.fill, parts.used, li, ti, ri, counts, buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
+            buf.e.view(np.int32), buf.sq, buf.scale, buf.bits, buf.smax, kernels.read_only(tokens),
+            np.float32(threshold), m, seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor,
+            buf.rows, seq, pos, cls, vals, top, top_v, parts.acc, parts.pos_hist, parts.stored, parts.hard,
+            parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w, parts.fill, parts.used, li, ti, ri, counts,
+            buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
         if start < 0:  # a row holds NaN/inf: the error names the file, the count and the first
             bad = sel[-1 - start:]
             check_finite(name, bad, np.square(block[bad - base], dtype=np.float32).sum(axis=1), seq_len)
@@ -376,7 +369,7 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
                 parts, buf, chunk.name)
             li = li[_smallest(kl[li], cfg.lda_sample)]
             x = np.empty((len(li), chunk.dim), dtype=np.float32)  # the LDA candidates' vectors, as stored
-            kernels.load_rows(_read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
+            kernels.load_rows(kernels.read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
             res.append((sq, ps, cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr[ri], top_v[ri])))
             lda.append((kl[li], x, top[li], top_v[li]))
             if sum(len(q[0]) for q in lda) > cfg.lda_sample:  # the chunk's smallest keys, so far
