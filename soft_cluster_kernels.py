@@ -1,10 +1,10 @@
-"""numba kernels of the soft clustering's per-row passes over one tile.
+"""numba kernels of the soft clustering's per-row passes over a tile, and phase 2's block kernel.
 
 numpy needs several full passes over a block (gather, float16 -> float32 cast, squared norms,
 divide; argmax, subtract, scale, sum, compare, nonzero, sort) where one loop over a tile that
 stays in cache does. numpy's float16 cast alone (~2 ns per element) cost more than the matrix
 products at k = 64, and ``nonzero`` more than the product at k = 512. The kernels are
-single-threaded and release the GIL: ``soft_cluster_tiles`` runs one per worker thread.
+single-threaded and release the GIL: one runs per worker thread.
 """
 
 from __future__ import annotations
@@ -147,44 +147,32 @@ def shift_rows(e, inv_t, smax):
             e[i, j] = (e[i, j] - m) * inv_t
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
-def _normalise_row(e, i, col_sum):
-    """z = sum_j e[i, j] (float64) and col_sum += e[i] / z; returns z."""
-    k = e.shape[1]
-    s = 0.0
-    for j in range(k):
-        s += e[i, j]
-    inv = np.float32(1.0 / s)
-    for j in range(k):
-        col_sum[j] += e[i, j] * inv
-    return s
-
-
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def normalise_rows(e, z, row_scale, col_sum):
     """In place, rows of e = exp(scaled similarities): z[i] = sum_j e[i, j] (float64), memberships
     m[i, j] = e[i, j] / z[i] added to col_sum[j], e[i, j] = m[i, j] * row_scale[i]."""
+    k = e.shape[1]
     for i in range(e.shape[0]):
-        s = _normalise_row(e, i, col_sum)
+        s = 0.0
+        for j in range(k):
+            s += e[i, j]
         z[i] = s
-        f = np.float32(1.0 / s) * row_scale[i]
-        for j in range(e.shape[1]):
+        inv = np.float32(1.0 / s)
+        for j in range(k):
+            col_sum[j] += e[i, j] * inv
+        f = inv * row_scale[i]
+        for j in range(k):
             e[i, j] *= f
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _select_row(e, i, thr, top_m, buf_c, buf_v):
     """Row i of e: the (at most ``top_m``) largest values >= thr into buf_c / buf_v ordered by
-    cluster; returns (count, argmax, max)."""
+    cluster; returns how many."""
     k = e.shape[1]
     cnt = 0
-    best = e[i, 0]
-    arg = 0
     for j in range(k):
         v = e[i, j]
-        if v > best:
-            best = v
-            arg = j
         if v >= thr:
             if cnt < top_m:
                 pos = cnt
@@ -208,7 +196,7 @@ def _select_row(e, i, thr, top_m, buf_c, buf_v):
             b -= 1
         buf_c[b] = c
         buf_v[b] = v
-    return cnt, arg, best
+    return cnt
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -256,7 +244,7 @@ def _select_above(e, i, thr, cnt, top_m, arg, buf_c, buf_v):
                 buf_v[a] = e[i, j]
                 a += 1
         return a
-    return _select_row(e, i, thr, top_m, buf_c, buf_v)[0]
+    return _select_row(e, i, thr, top_m, buf_c, buf_v)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

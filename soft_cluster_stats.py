@@ -148,8 +148,8 @@ class Exemplars(_Stateful):
 
 
 def pair_slots(rows: int, top_m: int) -> int:
-    """Slots of a worker's (token, cluster) hash table: a power of two, at least 2^16, and at
-    least twice what one tile of ``rows`` rows can add, so a tile never fills it beyond half."""
+    """Slots of a chunk's (token, cluster) hash table: a power of two, at least 2^16, and at least
+    twice what one sub-tile of ``rows`` rows can add, so a sub-tile never fills it beyond half."""
     return 1 << max(16, int(2 * rows * top_m - 1).bit_length())
 
 

@@ -92,17 +92,13 @@ def warm_up() -> None:
         x, sq = np.empty((4, d), dtype=np.float32), np.empty(4, dtype=np.float32)
         kernels.load_rows(raw, np.arange(4), x, sq)
     inv = np.ones(4, dtype=np.float32)
-    for inv_t in (20.0, 200.0):
+    parts, buf = ChunkParts.zeros(k, 2, d), TileBuffers(4, d, k, 2)
+    for inv_t in (20.0, 200.0):  # without and with the row-max shift
         scorer = Scorer(np.eye(k, d, dtype=np.float32), inv_t)
         estep_sums(x, inv, scorer, np.zeros((k, d), dtype=np.float32))
-        e, _ = scorer.scores(x, inv)
-    parts = ChunkParts.zeros(k, 2, d)
-    buf = TileBuffers(4, d, k, 2)
-    for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
-        for inv_t in (20.0, 200.0):
-            phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, Scorer(np.eye(k, d, dtype=np.float32), inv_t),
-                         np.zeros(8, dtype=np.int32), 2, 0.05, 2, 0.5, np.zeros(4), np.zeros(4),
-                         (0.5, np.zeros(k), np.zeros(k)), parts, buf)
+        for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
+            phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, scorer, np.zeros(8, dtype=np.int32), 2, 0.05,
+                         2, 0.5, np.zeros(4), np.zeros(4), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
     one = np.zeros(1, dtype=np.int32)
     ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
                      np.ones((1, 2), dtype=bool)).context(one, one, one, 1, 2, k)
@@ -376,15 +372,16 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
                 lda = [_merge_smallest(lda, cfg.lda_sample)]
     finally:
         bufs.put(buf)
+
     def cat(arrays: list[np.ndarray]) -> np.ndarray:
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)  # one block: the usual case
 
     cm = ChunkMemberships(i, *(cat([q[j] for q in res]) for j in range(4)), chunk.token_ids, valid)
     if out_dir is not None:
         write_memberships(out_dir / f"chunk-{i:05d}.npz", cm, chunk, scorer.k, cfg)
-    starts = np.cumsum([0] + [len(q[0]) for q in res[:-1]])  # entries of earlier blocks
     entry, tcls, tval = (cat([q[4][f] for q in res]) for f in range(3))
-    if len(res) > 1:
+    if len(res) > 1:  # entries of earlier blocks come first
+        starts = np.cumsum([0] + [len(q[0]) for q in res[:-1]])
         entry = entry + np.repeat(starts, [len(q[4][0]) for q in res])
     at, rcls, rkey, rval = (cat([q[5][f] for q in res]) for f in range(4))
     return {"cm": cm, "tokens": tokens[flat], "lda": _merge_smallest(lda, cfg.lda_sample),
@@ -402,6 +399,8 @@ def _smallest(keys: np.ndarray, n: int) -> np.ndarray:
 def _merge_smallest(parts: list[tuple], n: int) -> tuple:
     """Reservoir candidates (keys, vectors, clusters, weights) of several blocks as one, the ``n``
     with the smallest keys."""
+    if len(parts) == 1 and len(parts[0][0]) <= n:
+        return parts[0]
     joined = [np.concatenate([p[j] for p in parts]) for j in range(4)]
     keep = _smallest(joined[0], n)
     return tuple(a[keep] for a in joined)
@@ -445,12 +444,13 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     m = min(cfg.top_m, k)
     sub = soft_cluster_tiles.tile_rows(d, TILE_BYTES_PHASE2, 64)
     slots = pair_slots(sub, m)
+    scratch = [TileBuffers(sub, d, k, m) for _ in range(n_workers)]
     bufs: SimpleQueue = SimpleQueue()  # a sub-tile's scratch per running chunk
-    for _ in range(n_workers):
-        bufs.put(TileBuffers(sub, d, k, m))
+    for b in scratch:
+        bufs.put(b)
     window = IN_FLIGHT_PER_WORKER * n_workers
     free: list[ChunkParts] = []  # partial sums of finished chunks, to reuse
-    state_bytes = (stats.nbytes() + n_workers * TileBuffers(sub, d, k, m).nbytes + k * d * 12 + 32 * 2 ** 20
+    state_bytes = (stats.nbytes() + sum(b.nbytes for b in scratch) + k * d * 12 + 32 * 2 ** 20
                    + (cfg.lda_sample // 8) * (d * 4 + 24))
     done: list[dict] = []  # chunks whose exemplar candidates wait for the next offer
     # reservoir candidates (with their vectors) not offered yet: offered with the exemplars, or as
