@@ -23,7 +23,6 @@ from queue import SimpleQueue
 from typing import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from activations import ActivationChunk, ChunkSource, check_finite
 from cache import atomic_writer
@@ -32,7 +31,7 @@ from errors import InputError
 import soft_cluster_kernels as kernels
 from soft_cluster_stats import ChunkMemberships, ChunkParts, Exemplars, LdaStats, UsageStats, pair_slots
 import soft_cluster_tiles
-from soft_cluster_tiles import TILE_BYTES_PHASE2, TilePool, available_cores
+from soft_cluster_tiles import TILE_BYTES_PHASE2, TilePool, available_cores, blas_single_threaded
 from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions
 
 GB = 1024 ** 3
@@ -502,7 +501,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                 st.update(acc.state(prefix))
             ckpt.save(st)
 
-    with ThreadPoolExecutor(n_workers, thread_name_prefix="softclust") as pool, threadpool_limits(1, user_api="blas"):
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="softclust") as pool, blas_single_threaded():
         try:
             for i in range(chunk0, len(source)):
                 chunk = source.open(i)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 import soft_cluster_kernels as kernels
 from vmf import EXP_SAFE_INV_T, Scorer, estep_sums, inverse_norms
@@ -22,6 +23,27 @@ def test_float16_rows_convert_exactly_for_every_bit_pattern():
     np.testing.assert_array_equal(out[finite].view(np.uint32), want[finite].view(np.uint32))  # -0, subnormals too
     np.testing.assert_allclose(sq[finite], (want[finite].astype(np.float64) ** 2).sum(axis=1), rtol=1e-6)
     assert not np.isfinite(sq[~finite]).any()  # NaN/inf reach the squared norm, which readers check
+
+
+@njit
+def _convert_all(bits, hardware):
+    out = np.empty(len(bits), dtype=np.float32)
+    for i in range(len(bits)):
+        out[i] = kernels.f32_from_half_hw(bits[i]) if hardware else kernels.f32_from_half_sw(bits[i])
+    return out
+
+
+@pytest.mark.parametrize("hardware", [False, True])
+def test_both_float16_conversions_are_exact(hardware):
+    """The CPU's instruction where it has one, the bit construction elsewhere (also checked here,
+    where the instruction is what load_rows uses)."""
+    if hardware and not kernels.HARDWARE_HALF:
+        pytest.skip("this CPU has no float16 conversion instruction")
+    bits = np.arange(2 ** 16, dtype=np.uint16)
+    got, want = _convert_all(bits, hardware), bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    assert nan.sum() == 2 * 1023 and np.isnan(got[nan]).all()
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))  # inf, -0, subnormals
 
 
 def test_float32_rows_gather_and_norms():
@@ -194,3 +216,17 @@ def test_exemplar_context_matches_a_plain_loop():
         here = sorted(stored.get((s, p), {}).items())
         assert others_c[i].tolist() == [a for a, _ in here] + [-1] * (top_m - len(here))
         np.testing.assert_allclose(others_v[i], [b for _, b in here] + [0.0] * (top_m - len(here)), rtol=1e-6)
+
+
+def test_blas_runs_on_one_thread_in_the_workers_context_and_is_restored_after():
+    from threadpoolctl import threadpool_info
+
+    from soft_cluster_tiles import blas_single_threaded
+
+    before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert before  # numpy's OpenBLAS at least; scipy's too, which the kernels load
+    for _ in range(2):  # the second time with the controller made by the first
+        with blas_single_threaded():
+            inside = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+            assert inside == {path: 1 for path in before}
+        assert {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == before
