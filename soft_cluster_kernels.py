@@ -477,3 +477,69 @@ def exemplar_context(token_ids, valid, key, value, clusters, seq, pos, cl, k, to
             else:
                 others_c[e, j] = -1
                 others_v[e, j] = 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slot(row, v):
+    """Where key v enters a row of keys sorted descending: after every key >= v (ties: the earlier
+    first), or -1 if it does not beat the last."""
+    n = len(row)
+    if not v > row[n - 1]:
+        return -1
+    s = n - 1
+    while s > 0 and row[s - 1] < v:
+        s -= 1
+    return s
+
+
+@njit(cache=True, nogil=True)
+def best_per_cluster(cluster, key, k, n):
+    """Indices, ascending, of the candidates (``cluster``, ``key``, in order of arrival) that are among
+    their cluster's ``n`` largest keys (ties: the earlier first): the only ones that can still be
+    among the n largest once more candidates are added after them."""
+    top_key = np.full((k, n), -np.inf)
+    top_idx = np.full((k, n), -1, dtype=np.int64)
+    for i in range(len(key)):
+        c = cluster[i]
+        s = _slot(top_key[c], key[i])
+        if s < 0:
+            continue
+        for t in range(n - 1, s, -1):
+            top_key[c, t] = top_key[c, t - 1]
+            top_idx[c, t] = top_idx[c, t - 1]
+        top_key[c, s] = key[i]
+        top_idx[c, s] = i
+    out = top_idx.ravel()
+    out = out[out >= 0]
+    out.sort()
+    return out
+
+
+@njit(cache=True, nogil=True)
+def insert_exemplars(key, loc, value, ctx_tokens, ctx_values, others_c, others_v, c_cluster, c_key, c_loc, c_value,
+                     c_ctx_tokens, c_ctx_values, c_others_c, c_others_v):
+    """Offer candidates (``c_*``, in order of arrival) to per-cluster lists kept sorted by ``key``,
+    descending (every table [k, n, ...]): each one that beats its cluster's last key goes in after the
+    keys >= its own, with its location, membership and context, and the last one drops out. The
+    lists then hold the n largest keys ever offered (ties: the earlier first), whatever the batches."""
+    n = key.shape[1]
+    for i in range(len(c_key)):
+        c = c_cluster[i]
+        s = _slot(key[c], c_key[i])
+        if s < 0:
+            continue
+        for t in range(n - 1, s, -1):
+            key[c, t] = key[c, t - 1]
+            value[c, t] = value[c, t - 1]
+            loc[c, t] = loc[c, t - 1]
+            ctx_tokens[c, t] = ctx_tokens[c, t - 1]
+            ctx_values[c, t] = ctx_values[c, t - 1]
+            others_c[c, t] = others_c[c, t - 1]
+            others_v[c, t] = others_v[c, t - 1]
+        key[c, s] = c_key[i]
+        value[c, s] = c_value[i]
+        loc[c, s] = c_loc[i]
+        ctx_tokens[c, s] = c_ctx_tokens[i]
+        ctx_values[c, s] = c_ctx_values[i]
+        others_c[c, s] = c_others_c[i]
+        others_v[c, s] = c_others_v[i]

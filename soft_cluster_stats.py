@@ -67,6 +67,42 @@ class ChunkMemberships:
         return tokens, values, others_c, others_v
 
 
+@dataclass
+class ExemplarCandidates:
+    """Exemplar candidates of a chunk, in the order they came, with their location and context, so
+    the lists can take them without the chunk's memberships."""
+
+    cluster: np.ndarray  # int32 [c]
+    key: np.ndarray  # float64 [c]
+    loc: np.ndarray  # int64 [c, 3]: chunk, sequence, position
+    value: np.ndarray  # float32 [c]: the membership
+    ctx_tokens: np.ndarray  # int32 [c, 2 window + 1] (ChunkMemberships.context)
+    ctx_values: np.ndarray  # float32 [c, 2 window + 1]
+    others_c: np.ndarray  # int32 [c, top_m]
+    others_v: np.ndarray  # float32 [c, top_m]
+
+    @classmethod
+    def of_chunk(cls, cm: ChunkMemberships, seq: np.ndarray, pos: np.ndarray, cluster: np.ndarray, key: np.ndarray,
+                 value: np.ndarray, n: int, window: int, top_m: int, k: int) -> "ExemplarCandidates":
+        """Chunk ``cm``'s candidates (``seq``, ``pos``, ``cluster``, ``key``, membership ``value``, in
+        order) for lists of ``n`` per cluster: those among their cluster's n largest keys in the
+        chunk (no other can make the lists, whatever comes before or after), with their context."""
+        keep = (kernels.best_per_cluster(np.asarray(cluster, dtype=np.int32), np.asarray(key, dtype=np.float64), k, n)
+                if n else np.zeros(0, dtype=np.int64))
+        seq, pos, cluster = (np.asarray(a, dtype=np.int32)[keep] for a in (seq, pos, cluster))
+        loc = np.stack([np.full(len(keep), cm.chunk), seq, pos], axis=1).astype(np.int64)
+        return cls(cluster, np.asarray(key, dtype=np.float64)[keep], loc, np.asarray(value, dtype=np.float32)[keep],
+                   *cm.context(seq, pos, cluster, window, top_m, k))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.cluster, self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
+                self.others_v)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays())
+
+
 class Exemplars(_Stateful):
     """Per cluster, the ``n`` candidates with the largest keys seen so far, with their context.
 
@@ -90,45 +126,13 @@ class Exemplars(_Stateful):
         """Per cluster, the key a candidate must beat (-inf while there is room)."""
         return self.key[:, -1].copy() if self.n else np.full(self.k, np.inf)
 
-    def offer(self, cms: list[ChunkMemberships], which: np.ndarray, cluster: np.ndarray, key: np.ndarray,
-              seq: np.ndarray, pos: np.ndarray, value: np.ndarray) -> None:
-        """Candidates (position ``seq``, ``pos`` of chunk ``cms[which]``, ``cluster``, ``key``,
-        membership ``value``), in the order the chunks came: the ``n`` largest keys per cluster
-        stay (ties: earlier first), the new ones with their context."""
-        if self.n == 0 or not len(key):
+    def offer(self, cand: "ExemplarCandidates") -> None:
+        """Candidates in the order the chunks came: the ``n`` largest keys per cluster stay (ties:
+        earlier first), the new ones with their context (``soft_cluster_kernels.insert_exemplars``)."""
+        if self.n == 0 or not len(cand.key):
             return
-        keep = key > self.key[cluster, -1]  # slots are sorted by key, descending
-        which, cluster, key, seq, pos, value = which[keep], cluster[keep], key[keep], seq[keep], pos[keep], value[keep]
-        if not len(key):
-            return
-        aff = np.unique(cluster)
-        n_old = len(aff) * self.n
-        comb_c = np.concatenate([np.repeat(aff, self.n), cluster])
-        comb_k = np.concatenate([self.key[aff].ravel(), key])
-        order = np.lexsort((-comb_k, comb_c))
-        counts = np.bincount(comb_c, minlength=self.k)[aff]
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
-        rank = np.arange(len(order)) - starts
-        win = order[rank < self.n]
-        dest_c, dest_s = comb_c[win], rank[rank < self.n]
-        old = win < n_old
-        snap = {name: getattr(self, name)[aff].copy() for name in self.ARRAYS}
-        aff_pos = np.searchsorted(aff, dest_c[old])
-        src_slot = win[old] % self.n
-        for name in self.ARRAYS:
-            getattr(self, name)[dest_c[old], dest_s[old]] = snap[name][aff_pos, src_slot]
-        new = win[~old] - n_old
-        nc, ns = dest_c[~old], dest_s[~old]
-        self.key[nc, ns] = key[new]
-        self.value[nc, ns] = value[new]
-        chunk_ids = np.array([cm.chunk for cm in cms])
-        self.loc[nc, ns] = np.stack([chunk_ids[which[new]], seq[new], pos[new]], axis=1)
-        for b in np.unique(which[new]):
-            mine = which[new] == b
-            n_new = new[mine]
-            tok, vals, oc, ov = cms[b].context(seq[n_new], pos[n_new], cluster[n_new], self.window, self.top_m, self.k)
-            self.ctx_tokens[nc[mine], ns[mine]], self.ctx_values[nc[mine], ns[mine]] = tok, vals
-            self.others_c[nc[mine], ns[mine]], self.others_v[nc[mine], ns[mine]] = oc, ov
+        kernels.insert_exemplars(self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
+                                 self.others_v, *cand.arrays())
 
     def records(self, c: int, decode, sequence_ids) -> list[dict]:
         out = []

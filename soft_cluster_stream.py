@@ -29,7 +29,8 @@ from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
 import soft_cluster_kernels as kernels
-from soft_cluster_stats import ChunkMemberships, ChunkParts, Exemplars, LdaStats, UsageStats, pair_slots
+from soft_cluster_stats import (ChunkMemberships, ChunkParts, ExemplarCandidates, Exemplars, LdaStats, UsageStats,
+                                pair_slots)
 import soft_cluster_tiles
 from soft_cluster_tiles import TILE_BYTES_PHASE2, TilePool, available_cores, blas_single_threaded
 from vmf import Scorer, StepwiseEM, estep_sums, init_centres, sample_positions
@@ -99,8 +100,9 @@ def warm_up() -> None:
             phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, scorer, np.zeros(8, dtype=np.int32), 2, 0.05,
                          2, 0.5, np.zeros(4), np.zeros(4), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
     one = np.zeros(1, dtype=np.int32)
-    ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
-                     np.ones((1, 2), dtype=bool)).context(one, one, one, 1, 2, k)
+    cm = ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
+                          np.ones((1, 2), dtype=bool))
+    Exemplars(k, 2, 1, 2).offer(ExemplarCandidates.of_chunk(cm, one, one, one, np.ones(1), one, 2, 1, 2, k))
 
 
 def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:
@@ -278,9 +280,9 @@ IN_FLIGHT_PER_WORKER = 2
 is done does not wait for the main thread to finish an earlier chunk held up on another worker."""
 
 MERGE_EVERY = 8
-"""Phase 2 offers the exemplar candidates of this many chunks at once (fewer at a checkpoint or at
-the end): an offer has a fixed cost of ~1 ms on the main thread, a third of what a 64-sequence
-chunk's products take at k = 64. The sums are added chunk by chunk."""
+"""Phase 2 offers the LDA reservoir candidates of this many chunks at once (fewer at a checkpoint, at
+the end, or once they are an eighth of the reservoir): an offer partitions the whole reservoir
+(~0.4 ms at 5,000 positions). The sums and the exemplar candidates are added chunk by chunk."""
 
 
 class TileBuffers:
@@ -383,9 +385,12 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
         starts = np.cumsum([0] + [len(q[0]) for q in res[:-1]])
         entry = entry + np.repeat(starts, [len(q[4][0]) for q in res])
     at, rcls, rkey, rval = (cat([q[5][f] for q in res]) for f in range(4))
-    return {"cm": cm, "tokens": tokens[flat], "lda": _merge_smallest(lda, cfg.lda_sample),
-            "top": (cm.seq[entry], cm.pos[entry], tcls, tval.astype(np.float64), tval),
-            "random": ((at // L).astype(np.int32), (at % L).astype(np.int32), rcls, rkey, rval)}
+    w, m, k = cfg.context_window, cfg.top_m, scorer.k
+    return {"tokens": tokens[flat], "lda": _merge_smallest(lda, cfg.lda_sample),
+            "top": ExemplarCandidates.of_chunk(cm, cm.seq[entry], cm.pos[entry], tcls, tval, tval, cfg.n_exemplars,
+                                               w, m, k),
+            "random": ExemplarCandidates.of_chunk(cm, at // L, at % L, rcls, rkey, rval, cfg.n_random_exemplars,
+                                                  w, m, k)}
 
 
 def _smallest(keys: np.ndarray, n: int) -> np.ndarray:
@@ -403,15 +408,6 @@ def _merge_smallest(parts: list[tuple], n: int) -> tuple:
     joined = [np.concatenate([p[j] for p in parts]) for j in range(4)]
     keep = _smallest(joined[0], n)
     return tuple(a[keep] for a in joined)
-
-
-def _offer_exemplars(stats: Phase2Stats, done: list[dict]) -> None:
-    """Offer the exemplar candidates of computed chunks (in order): exact, whatever the batch."""
-    cms = [c["cm"] for c in done]
-    for name, acc in (("top", stats.top), ("random", stats.random)):
-        which = np.concatenate([np.full(len(c[name][0]), b, dtype=np.int64) for b, c in enumerate(done)])
-        seq, pos, cl, key, val = (np.concatenate([c[name][j] for c in done]) for j in range(5))
-        acc.offer(cms, which, cl, key, seq, pos, val)
 
 
 def _offer_pending(stats: Phase2Stats, pending: list[tuple]) -> None:
@@ -451,9 +447,8 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     free: list[ChunkParts] = []  # partial sums of finished chunks, to reuse
     state_bytes = (stats.nbytes() + sum(b.nbytes for b in scratch) + k * d * 12 + 32 * 2 ** 20
                    + (cfg.lda_sample // 8) * (d * 4 + 24))
-    done: list[dict] = []  # chunks whose exemplar candidates wait for the next offer
-    # reservoir candidates (with their vectors) not offered yet: offered with the exemplars, or as
-    # soon as they are an eighth of the reservoir (early in a run, when most positions are)
+    # reservoir candidates (with their vectors) not offered yet: offered every MERGE_EVERY chunks,
+    # or as soon as they are an eighth of the reservoir (early in a run, when most positions are)
     pending: list[tuple] = []
     inflight: deque = deque()
     # what can still enter the reservoir / the exemplar lists: updated in place as offers land,
@@ -462,9 +457,14 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
 
     parts_bytes = ChunkParts.zeros(k, 1, d, slots).nbytes - 8 * k  # and 8 k per position in the sequence
 
+    per_candidate = 40 + (2 * cfg.context_window + 1 + cfg.top_m) * 8  # with its context
+
     def results(chunk: ActivationChunk) -> int:
-        """Bytes of a computed chunk's results (sparse memberships, tokens, candidates)."""
-        return chunk.n_seq * chunk.seq_len * (16 * cfg.top_m + 24)
+        """Bytes of a computed chunk's results (sparse memberships, tokens, LDA candidates' keys) and,
+        at most, its exemplar candidates (each cluster's best of the chunk)."""
+        n = chunk.n_seq * chunk.seq_len
+        candidates = min(k * cfg.n_exemplars, n * cfg.top_m) + min(k * cfg.n_random_exemplars, n)
+        return n * (16 * cfg.top_m + 24) + candidates * per_candidate
 
     def footprint(chunk: ActivationChunk) -> int:
         """Bytes a chunk in flight holds besides its block: its activations if in memory, its
@@ -476,25 +476,23 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                 + parts_bytes + 8 * k * chunk.seq_len)
 
     def finish() -> None:
-        nonlocal done, pending
+        nonlocal pending
         i, fut, parts, _ = inflight.popleft()
         res = fut.result()
         stats.usage.add(parts, res["tokens"])
         stats.lda.add_sums(parts)
         parts.clear()
         free.append(parts)
-        done.append(res)
-        pending.append(res.pop("lda"))
+        stats.top.offer(res["top"])
+        stats.random.offer(res["random"])
+        floors[1][:], floors[2][:] = stats.top.floor(), stats.random.floor()
+        pending.append(res["lda"])
         checkpoint = ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source)
-        offer = checkpoint or len(done) == MERGE_EVERY or i + 1 == len(source)
-        if offer or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8:
+        if (checkpoint or len(pending) == MERGE_EVERY or i + 1 == len(source)
+                or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8):
             _offer_pending(stats, pending)
             pending = []
             floors[0][0] = stats.lda.threshold()
-        if offer:
-            _offer_exemplars(stats, done)
-            done = []
-            floors[1][:], floors[2][:] = stats.top.floor(), stats.random.floor()
         if checkpoint:
             st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
             for prefix, acc in stats.parts():
@@ -515,7 +513,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                 # one block per running chunk in memory at once; fewer chunks in flight where the
                 # budget cannot hold them all (chunks held in memory), down to one at a time
                 while True:
-                    others = sum(c[3] for c in inflight) + (len(done) + 1) * results(chunk) + parts_bytes
+                    others = sum(c[3] for c in inflight) + results(chunk) + parts_bytes
                     rows = plan.free_rows(chunk, state_bytes + others) // n_workers
                     if rows >= chunk.seq_len or not inflight:
                         break

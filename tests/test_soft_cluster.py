@@ -125,6 +125,33 @@ def test_masked_and_special_positions_never_appear(fitted):
         int(src.open(i).attention_mask[:, 1:].sum()) for i in range(N_CHUNKS))
 
 
+def test_exemplar_lists_are_exactly_the_best_keys_of_every_position(fitted):
+    """Recomputed from the membership files: per cluster, the stored entries with the largest
+    memberships (ties: the earlier position first) and, for the random exemplars, the positions
+    it tops with the largest random keys. The chunks pass on only their own best, against floors
+    that depend on thread timing, and the lists take them chunk by chunk: none of it may show."""
+    _, _, m, out = fitted
+    cfg = m.config
+    top, rand = [], []
+    for i, f in enumerate(sorted((out / "memberships").glob("chunk-*.npz"))):
+        with np.load(f) as z:
+            idx, val, valid = z["indices"], z["values"], z["valid"].astype(bool)
+        top += [(-float(v), i, int(s), int(p), int(c)) for (s, p, c), v in zip(idx, val)]
+        flat = np.flatnonzero(valid.ravel())
+        key = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))  # the random exemplars' keys
+        at = idx[:, 0] * L + idx[:, 1]
+        best = {}
+        for a, c, v in zip(at, idx[:, 2], val):  # entries in cluster order: the first of equal ones
+            if a not in best or v > best[a][1]:
+                best[a] = (int(c), v)
+        rand += [(-float(key[j]), i, int(a) // L, int(a) % L, best[a][0]) for j, a in enumerate(flat)]
+    for kind, cands, n in (("top", top, cfg.n_exemplars), ("random", rand, cfg.n_random_exemplars)):
+        for c in range(K):
+            want = [t[1:4] for t in sorted(t for t in cands if t[4] == c)[:n]]
+            got = [(e["chunk"], e["sequence"], e["position"]) for e in m.summary_["clusters"][c]["exemplars"][kind]]
+            assert got == want, (kind, c)
+
+
 def test_exemplars_and_tokens_carry_the_planted_tokens(fitted):
     mu, _, m, _ = fitted
     _, pairs = match(m.centres_, mu)

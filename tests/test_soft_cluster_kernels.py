@@ -230,3 +230,35 @@ def test_blas_runs_on_one_thread_in_the_workers_context_and_is_restored_after():
             inside = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
             assert inside == {path: 1 for path in before}
         assert {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == before
+
+
+def test_exemplar_lists_keep_the_largest_keys_earlier_first_whatever_the_batches():
+    from soft_cluster_stats import ExemplarCandidates, Exemplars
+
+    rng = np.random.default_rng(3)
+    k, n, w, m, total = 4, 5, 1, 2, 300
+    cl = rng.integers(k, size=total).astype(np.int32)
+    key = rng.integers(40, size=total).astype(np.float64)  # ties among the best too
+    idx = np.arange(total)
+
+    def cands(sel):  # every payload carries the candidate's index, to check it moves with its key
+        return ExemplarCandidates(cl[sel], key[sel], np.stack([sel, sel, sel], axis=1).astype(np.int64),
+                                  sel.astype(np.float32), np.repeat(sel[:, None], 2 * w + 1, 1).astype(np.int32),
+                                  np.repeat(sel[:, None], 2 * w + 1, 1).astype(np.float32),
+                                  np.repeat(sel[:, None], m, 1).astype(np.int32),
+                                  np.repeat(sel[:, None], m, 1).astype(np.float32))
+
+    cuts = np.sort(rng.choice(np.arange(1, total), 7, replace=False))
+    for local_best in (False, True):
+        ex = Exemplars(k, n, w, m)
+        for sel in np.split(idx, cuts):
+            if local_best:  # what a chunk passes on: each cluster's best of its own
+                sel = sel[kernels.best_per_cluster(cl[sel], key[sel], k, n)]
+            ex.offer(cands(sel))
+        for c in range(k):
+            want = sorted(idx[cl == c], key=lambda i: (-key[i], i))[:n]
+            assert ex.loc[c, :, 0].tolist() == want + [-1] * (n - len(want))
+            filled = ex.loc[c, :, 0] >= 0
+            np.testing.assert_array_equal(ex.key[c, filled], key[want])
+            for a in (ex.value, ex.ctx_tokens, ex.ctx_values, ex.others_c, ex.others_v):
+                assert (a[c][filled].reshape(filled.sum(), -1) == np.array(want)[:, None]).all()
