@@ -75,6 +75,10 @@ def _validate(name: str, shape: tuple, dtype: np.dtype, mask: np.ndarray, tokens
     mask = mask.astype(bool)
     if not mask.any():
         raise InputError(f"{name}: empty chunk (every position is masked out)")
+    if len(tokens) and tokens.min() < 0 and (tokens[mask] < 0).any():  # padding may hold -1 / -100
+        s, p = (int(v[0]) for v in np.nonzero(mask & (tokens < 0)))
+        raise InputError(f"{name}: token_ids must be >= 0 where attention_mask is set; sequence {s}, position {p} "
+                         f"holds {int(tokens[s, p])} (mask such positions out)")
     return mask, tokens.astype(np.int32, copy=False)
 
 

@@ -354,7 +354,7 @@ def test_ledoit_wolf_matches_sklearn():
     assert shrink == pytest.approx(ref_shrink)
 
 
-def _chunk_file(path, n_seq=3, seq_len=5, d=4, drop=None, nan_at=None, masked_nan=False):
+def _chunk_file(path, n_seq=3, seq_len=5, d=4, drop=None, nan_at=None, masked_nan=False, token_at=None):
     x = np.random.default_rng(0).standard_normal((n_seq, seq_len, d)).astype(np.float32)
     mask = np.ones((n_seq, seq_len), dtype=bool)
     mask[:, -1] = False
@@ -363,6 +363,9 @@ def _chunk_file(path, n_seq=3, seq_len=5, d=4, drop=None, nan_at=None, masked_na
     if masked_nan:
         x[:, -1] = np.nan
     arrays = {"activations": x, "attention_mask": mask, "token_ids": np.full((n_seq, seq_len), 5)}
+    arrays["token_ids"][:, -1] = -100  # padding ids may be anything
+    if token_at:
+        arrays["token_ids"][token_at[:2]] = token_at[2]
     if drop:
         arrays.pop(drop)
         np.savez(path, **arrays)
@@ -386,6 +389,8 @@ def test_bad_input_names_the_file(tmp_path):
         _fit_files([good, _chunk_file(tmp_path / "chunk-00003.npz", n_seq=0)])
     with pytest.raises(InputError, match=r"chunk-00004\.npz: activations contain NaN/inf .*sequence 1, position 2"):
         _fit_files([good, _chunk_file(tmp_path / "chunk-00004.npz", nan_at=(1, 2))])
+    with pytest.raises(InputError, match=r"chunk-00007\.npz: token_ids must be >= 0 .*sequence 2, position 1 holds -1"):
+        _fit_files([good, _chunk_file(tmp_path / "chunk-00007.npz", token_at=(2, 1, -1))])
     with pytest.raises(InputError, match=r"chunk-00005\.npz: not a readable NPZ"):
         (tmp_path / "chunk-00005.npz").write_bytes(b"not a zip")
         _fit_files([good, tmp_path / "chunk-00005.npz"])
