@@ -543,3 +543,10 @@ def insert_exemplars(key, loc, value, ctx_tokens, ctx_values, others_c, others_v
         ctx_values[c, s] = c_ctx_values[i]
         others_c[c, s] = c_others_c[i]
         others_v[c, s] = c_others_v[i]
+
+
+@njit(cache=True, nogil=True)
+def add_counts(counts, ids):
+    """counts[ids[i]] += 1 for every i (ids >= 0, < len(counts))."""
+    for i in range(len(ids)):
+        counts[ids[i]] += 1

@@ -40,16 +40,18 @@ class ChunkMemberships:
     value: np.ndarray  # float32 [nnz]
     token_ids: np.ndarray  # int32 [n_seq, seq_len]
     valid: np.ndarray  # bool [n_seq, seq_len]: positions that were assigned
-    _cached_key: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _lookup: tuple | None = field(default=None, repr=False, compare=False)
 
-    def _key(self, k: int) -> np.ndarray:
-        """The entries as (sequence * seq_len + position) * k + cluster (sorted, as they are): made
-        once, as both exemplar lists look contexts up in the same chunk."""
-        if self._cached_key is None:
+    def _tables(self, k: int) -> tuple:
+        """What the context kernel looks contexts up in, read-only (one compiled variant, whether the
+        chunk came from a file or not): tokens, valid positions, the entries as (sequence * seq_len
+        + position) * k + cluster (sorted, as they are), their memberships and clusters. Made once,
+        as both exemplar lists look contexts up in the same chunk."""
+        if self._lookup is None:
             key = (self.seq.astype(np.int64) * self.token_ids.shape[1] + self.pos) * k + self.cluster
-            key.flags.writeable = False
-            self._cached_key = key
-        return self._cached_key
+            self._lookup = tuple(kernels.read_only(a) for a in (self.token_ids.astype(np.int32, copy=False),
+                                                                self.valid, key, self.value, self.cluster))
+        return self._lookup
 
     def context(self, seq: np.ndarray, pos: np.ndarray, cluster: np.ndarray, window: int, top_m: int, k: int):
         """For exemplars (seq, pos, cluster): tokens of the window around them (-1 outside the
@@ -59,10 +61,10 @@ class ChunkMemberships:
         n = len(seq)
         tokens, values = np.empty((n, 2 * window + 1), dtype=np.int32), np.empty((n, 2 * window + 1), dtype=np.float32)
         others_c, others_v = np.empty((n, top_m), dtype=np.int32), np.empty((n, top_m), dtype=np.float32)
-        ro = kernels.read_only  # one compiled variant, whether the chunk came from a file or not
-        kernels.exemplar_context(ro(self.token_ids.astype(np.int32, copy=False)), ro(self.valid), self._key(k),
-                                 ro(self.value), ro(self.cluster), *(ro(np.asarray(a, dtype=np.int32))
-                                                                     for a in (seq, pos, cluster)),
+        if not n:
+            return tokens, values, others_c, others_v
+        kernels.exemplar_context(*self._tables(k), *(kernels.read_only(np.asarray(a, dtype=np.int32))
+                                                     for a in (seq, pos, cluster)),
                                  k, tokens, values, others_c, others_v)
         return tokens, values, others_c, others_v
 
@@ -87,12 +89,13 @@ class ExemplarCandidates:
         """Chunk ``cm``'s candidates (``seq``, ``pos``, ``cluster``, ``key``, membership ``value``, in
         order) for lists of ``n`` per cluster: those among their cluster's n largest keys in the
         chunk (no other can make the lists, whatever comes before or after), with their context."""
-        keep = (kernels.best_per_cluster(np.asarray(cluster, dtype=np.int32), np.asarray(key, dtype=np.float64), k, n)
-                if n else np.zeros(0, dtype=np.int64))
-        seq, pos, cluster = (np.asarray(a, dtype=np.int32)[keep] for a in (seq, pos, cluster))
-        loc = np.stack([np.full(len(keep), cm.chunk), seq, pos], axis=1).astype(np.int64)
-        return cls(cluster, np.asarray(key, dtype=np.float64)[keep], loc, np.asarray(value, dtype=np.float32)[keep],
-                   *cm.context(seq, pos, cluster, window, top_m, k))
+        cluster, key = np.asarray(cluster, dtype=np.int32), np.asarray(key, dtype=np.float64)
+        keep = kernels.best_per_cluster(cluster, key, k, n) if n and len(key) else np.zeros(0, dtype=np.int64)
+        loc = np.empty((len(keep), 3), dtype=np.int64)
+        loc[:, 0], loc[:, 1], loc[:, 2] = cm.chunk, seq[keep], pos[keep]
+        cluster = cluster[keep]
+        return cls(cluster, key[keep], loc, np.asarray(value, dtype=np.float32)[keep],
+                   *cm.context(loc[:, 1], loc[:, 2], cluster, window, top_m, k))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.cluster, self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
@@ -242,10 +245,11 @@ class UsageStats(_Stateful):
         if self.pos_hist.shape[1] < L:
             self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, L - self.pos_hist.shape[1])))
         self.pos_hist[:, :L] += parts.pos_hist
-        toks = valid_tokens
-        if len(toks) and toks.max() >= len(self.token_counts):
-            self.token_counts = np.pad(self.token_counts, (0, int(toks.max()) + 1 - len(self.token_counts)))
-        self.token_counts += np.bincount(toks, minlength=len(self.token_counts))
+        if len(valid_tokens):
+            top = int(valid_tokens.max())
+            if top >= len(self.token_counts):
+                self.token_counts = np.pad(self.token_counts, (0, top + 1 - len(self.token_counts)))
+            kernels.add_counts(self.token_counts, valid_tokens)  # not a bincount over the vocabulary
         for keys, weights in parts.pairs():
             self._buf_k.append(keys)
             self._buf_w.append(weights)

@@ -366,7 +366,8 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
                 parts, buf, chunk.name)
             li = li[_smallest(kl[li], cfg.lda_sample)]
             x = np.empty((len(li), chunk.dim), dtype=np.float32)  # the LDA candidates' vectors, as stored
-            kernels.load_rows(kernels.read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
+            if len(li):
+                kernels.load_rows(kernels.read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
             res.append((sq, ps, cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr[ri], top_v[ri])))
             lda.append((kl[li], x, top[li], top_v[li]))
             if sum(len(q[0]) for q in lda) > cfg.lda_sample:  # the chunk's smallest keys, so far

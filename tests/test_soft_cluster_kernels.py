@@ -262,3 +262,10 @@ def test_exemplar_lists_keep_the_largest_keys_earlier_first_whatever_the_batches
             np.testing.assert_array_equal(ex.key[c, filled], key[want])
             for a in (ex.value, ex.ctx_tokens, ex.ctx_values, ex.others_c, ex.others_v):
                 assert (a[c][filled].reshape(filled.sum(), -1) == np.array(want)[:, None]).all()
+
+
+def test_add_counts_is_a_bincount_in_place():
+    ids = np.random.default_rng(0).integers(50, size=1000).astype(np.int32)
+    counts = np.arange(60, dtype=np.int64)
+    kernels.add_counts(counts, ids)
+    np.testing.assert_array_equal(counts, np.arange(60) + np.bincount(ids, minlength=60))
