@@ -290,7 +290,7 @@ def _pair_add(keys, weights, key, w):
     """Open-addressing hash table (linear probing, -1 = empty slot, size a power of two): adds w
     to key's weight; returns the slot if key took a new one, else -1."""
     mask = len(keys) - 1
-    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(40)) & mask
+    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(32)) & mask  # up to 2^32 slots
     while keys[h] != key:
         if keys[h] == -1:
             keys[h] = key
@@ -550,3 +550,14 @@ def add_counts(counts, ids):
     """counts[ids[i]] += 1 for every i (ids >= 0, < len(counts))."""
     for i in range(len(ids)):
         counts[ids[i]] += 1
+
+
+@njit(cache=True, nogil=True)
+def merge_pairs(keys, weights, new_keys, new_weights):
+    """Add (key, weight) pairs, in order, into the hash table ``keys`` / ``weights`` (as
+    :func:`_pair_add`; the caller keeps it at most half full); returns how many keys were new."""
+    added = 0
+    for i in range(len(new_keys)):
+        if _pair_add(keys, weights, new_keys[i], new_weights[i]) >= 0:
+            added += 1
+    return added

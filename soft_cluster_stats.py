@@ -227,10 +227,12 @@ class UsageStats(_Stateful):
         self.loglik = np.zeros(())
         self.pos_hist = np.zeros((k, 0))  # [k, seq_len] stored membership mass per position
         self.token_counts = np.zeros(0, dtype=np.int64)  # [vocab] all assigned positions
-        self.pair_keys = np.zeros(0, dtype=np.int64)  # token * k + cluster, sorted unique
-        self.pair_weights = np.zeros(0)  # stored membership mass per (token, cluster)
-        self._buf_k: list[np.ndarray] = []
-        self._buf_w: list[np.ndarray] = []
+        # stored membership mass per (token * k + cluster): a hash table (linear probing, -1 = empty
+        # slot, at most half full) that every chunk's pairs go into, in chunk order
+        self.pair_keys = np.zeros(0, dtype=np.int64)
+        self.pair_weights = np.zeros(0)
+        self._n_pairs = 0
+        self._compact: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, parts: "ChunkParts", valid_tokens: np.ndarray) -> None:
         """Merge chunks: the workers' membership sums, log-likelihoods, counts and pairs, and the
@@ -251,31 +253,49 @@ class UsageStats(_Stateful):
                 self.token_counts = np.pad(self.token_counts, (0, top + 1 - len(self.token_counts)))
             kernels.add_counts(self.token_counts, valid_tokens)  # not a bincount over the vocabulary
         for keys, weights in parts.pairs():
-            self._buf_k.append(keys)
-            self._buf_w.append(weights)
-        if sum(len(b) for b in self._buf_k) > 1_000_000:
-            self.flush()
+            self._merge(keys, weights)
 
-    def flush(self) -> None:
-        if not self._buf_k:
-            return
-        keys = np.concatenate([self.pair_keys, *self._buf_k])
-        weights = np.concatenate([self.pair_weights, *self._buf_w])
-        self.pair_keys, inv = np.unique(keys, return_inverse=True)
-        self.pair_weights = np.bincount(inv, weights=weights)
-        self._buf_k, self._buf_w = [], []
+    def _merge(self, keys: np.ndarray, weights: np.ndarray) -> None:
+        """Pairs into the table in one numba call (sorting the pairs seen so far with the new ones,
+        as np.unique did every million pairs, cost more than the products at k = 512 on text's
+        thousands of distinct tokens per chunk). The table doubles before it could pass half full."""
+        self._compact = None
+        need = self._n_pairs + len(keys)
+        if 2 * need > len(self.pair_keys):
+            self._resize(max(2 * need, 2 * len(self.pair_keys)))
+        self._n_pairs += kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
 
-    def state(self, prefix: str) -> dict[str, np.ndarray]:
-        self.flush()
-        return super().state(prefix)
+    def _resize(self, least: int) -> None:
+        """A table of at least ``least`` (and 2^16) slots holding the same pairs: each weight moves as
+        it is, so no sum changes."""
+        keep = self.pair_keys >= 0
+        keys, weights = self.pair_keys[keep], self.pair_weights[keep]
+        slots = 1 << max(16, int(least - 1).bit_length())
+        self.pair_keys, self.pair_weights = np.full(slots, -1, dtype=np.int64), np.zeros(slots)
+        self._n_pairs = kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
+
+    def load_state(self, state: dict[str, np.ndarray], prefix: str) -> None:
+        """Also takes over the sorted unique pairs earlier versions saved: they fill their arrays, so
+        the first merge rebuilds them as a table."""
+        super().load_state(state, prefix)
+        self._compact = None
+        self._n_pairs = int((self.pair_keys >= 0).sum())
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (token * k + cluster, mass) pairs, sorted by key (made once per change)."""
+        if self._compact is None:
+            used = np.flatnonzero(self.pair_keys >= 0)
+            order = np.argsort(self.pair_keys[used])
+            self._compact = self.pair_keys[used][order], self.pair_weights[used][order]
+        return self._compact
 
     def top_tokens(self, c: int, n: int) -> tuple[list[tuple[int, float]], list[tuple[int, float, float]]]:
         """(most stored mass: [(token, mass)], most distinctive: [(token, lift, mass)]) for cluster c;
         lift = share of the cluster's mass on the token / share of all positions holding it,
         among tokens with at least 3 positions' worth of mass."""
-        self.flush()
-        mine = self.pair_keys % self.k == c
-        toks, w = self.pair_keys[mine] // self.k, self.pair_weights[mine]
+        keys, weights = self.pairs()
+        mine = keys % self.k == c
+        toks, w = keys[mine] // self.k, weights[mine]
         if not len(w):
             return [], []
         freq = np.argsort(-w, kind="stable")[:n]

@@ -530,5 +530,4 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         finally:
             for entry in inflight:  # an error: let the running chunks end before the pool closes
                 entry[1].cancel()
-    stats.usage.flush()
     return stats

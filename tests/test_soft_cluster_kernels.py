@@ -269,3 +269,37 @@ def test_add_counts_is_a_bincount_in_place():
     counts = np.arange(60, dtype=np.int64)
     kernels.add_counts(counts, ids)
     np.testing.assert_array_equal(counts, np.arange(60) + np.bincount(ids, minlength=60))
+
+
+def test_token_pairs_sum_as_one_bincount_across_growth_and_checkpoints():
+    """The statistics' (token, cluster) table against np.unique + bincount over every chunk's pairs in
+    order (the same additions in the same order: equal to the bit), through several doublings of
+    the table, a checkpoint taken over as it is and one in the sorted layout of earlier versions."""
+    from soft_cluster_stats import ChunkParts, UsageStats
+
+    rng = np.random.default_rng(5)
+    chunks = [(rng.integers(0, 40_000 * (i + 1), size=30_000), rng.random(30_000)) for i in range(6)]
+    usage = UsageStats(64)
+    sizes = []
+    for i, (keys, w) in enumerate(chunks):
+        if i == 3:  # resume from a checkpoint as this version saves it
+            state = {name: np.array(v) for name, v in usage.state("u.").items()}
+            usage = UsageStats(64)
+            usage.load_state(state, "u.")
+        if i == 4:  # and as earlier versions saved it: sorted unique pairs
+            old = UsageStats(64)
+            state = {name: np.array(v) for name, v in usage.state("u.").items()}
+            state["u.pair_keys"], state["u.pair_weights"] = usage.pairs()
+            old.load_state(state, "u.")
+            usage = old
+        parts = ChunkParts.zeros(64, 1, 1, 8)  # the sums are not under test here
+        parts.spilled = [(keys, w)]
+        usage.add(parts, np.zeros(0, dtype=np.int32))
+        sizes.append(len(usage.pair_keys))
+    assert len(set(sizes)) >= 3  # it grew
+    want_keys, inv = np.unique(np.concatenate([c[0] for c in chunks]), return_inverse=True)
+    want_w = np.bincount(inv, weights=np.concatenate([c[1] for c in chunks]))
+    keys, w = usage.pairs()
+    np.testing.assert_array_equal(keys, want_keys)
+    np.testing.assert_array_equal(w, want_w)
+    assert usage._n_pairs == len(want_keys) and 2 * len(want_keys) <= len(usage.pair_keys)
