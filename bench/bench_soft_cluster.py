@@ -9,9 +9,11 @@ GFLOP/s and its ratio to the roofline (target >= 0.5). A phase-1 pass is one epo
 checkpoint-like state (initialisation left out); phase 2 runs without writing membership files.
 Best of three runs of each.
 
-Phase 2 is timed twice: *warm*, resumed with statistics that have already seen four times as
+Phase 2 is timed three times: *warm*, resumed with statistics that have already seen four times as
 many other positions (reservoir and exemplar lists full and rarely beaten, as in the bulk of a long
-run), and *cold*, from empty statistics. A third peer, *products only*, runs phase 1's two matrix
+run), *cold*, from empty statistics, and warm again with token ids as in text (the generated ids
+are one per planted centre, 100 in all; text has thousands of distinct (token, cluster) pairs per
+chunk, which the token statistics pay for). A third peer, *products only*, runs phase 1's two matrix
 products alone in the same tiles and threads: the ceiling BLAS gives for these shapes. One more,
 untimed, warm run of phase 2 with its stages wrapped in thread-CPU clocks, and its block kernel's
 stages run one at a time on one thread, say where its time goes.
@@ -21,7 +23,7 @@ stored), and another streams activations 4x the budget from chunk files on disk;
 peak resident memory (VmHWM, the whole process: interpreter and libraries included) against the
 budget.
 
-    .venv/bin/python bench/bench_soft_cluster.py            # ~10 min on 2 cores
+    .venv/bin/python bench/bench_soft_cluster.py            # ~8 min on 2 cores
     .venv/bin/python bench/bench_soft_cluster.py --quick    # d=384 only, smaller memory runs
     .venv/bin/python bench/bench_soft_cluster.py --render bench/results/<run>.json   # tables again
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -66,6 +69,7 @@ from soft_cluster_tiles import available_cores, tile_rows  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SEQ_LEN = 128
+VOCAB = 30_522
 
 
 def planted_chunk(i: int, n_seq: int, d: int, centres: np.ndarray, seed: int = 0) -> ArrayChunk:
@@ -81,7 +85,25 @@ def planted_chunk(i: int, n_seq: int, d: int, centres: np.ndarray, seed: int = 0
         part += centres[lab[lo:lo + 16]]
         x[lo:lo + 16] = part
     mask = np.arange(SEQ_LEN)[None, :] < r.integers(SEQ_LEN // 2, SEQ_LEN + 1, size=n_seq)[:, None]
-    return ArrayChunk(f"gen-{i}", x, mask, (lab * 7 + 3).astype(np.int32))
+    tokens = lab * 7 + 3  # one id per planted centre
+    return ArrayChunk(f"gen-{i}", x, mask, tokens.astype(np.int32))
+
+
+def text_tokens(chunk: ArrayChunk, i: int, seed: int = 0) -> ArrayChunk:
+    """The chunk with token ids as in text: half of the positions keep their planted centre's id, half
+    are drawn by Zipf's law over a 30,522-id vocabulary (BERT's): ~1,600 distinct ids and thousands
+    of distinct (token, cluster) pairs per 64-sequence chunk, where the planted ids give 100 in all."""
+    t = np.random.default_rng([seed, i, 1])
+    ids = chunk.token_ids
+    ids = np.where(t.random(ids.shape) < 0.5, ids, t.choice(VOCAB, size=ids.shape, p=_zipf()))
+    return ArrayChunk(chunk.name, chunk.activations, chunk.attention_mask, ids.astype(np.int32))
+
+
+@functools.cache
+def _zipf() -> np.ndarray:
+    """Zipf's law over the vocabulary, the i-th most frequent id with probability ~ 1 / i."""
+    p = 1.0 / np.arange(1, VOCAB + 1)
+    return p / p.sum()
 
 
 def centres_for(d: int, n: int = 100, seed: int = 0) -> np.ndarray:
@@ -230,12 +252,22 @@ def throughput(d: int, k: int, n_vectors: int, reps: int = 3, warm_passes: int =
     warm = {"phase": np.array(2), "next_chunk": np.array(0)}
     for prefix, acc in seen.parts():
         warm.update(acc.state(prefix))
+    # the same vectors with token ids as in text: thousands of distinct (token, cluster) pairs
+    text = [text_tokens(c, i) for i, c in enumerate(chunks)]
+    src_text = GeneratedSource(n_chunks, lambda i: text[i])
+    fresh = GeneratedSource(n_chunks * warm_passes,
+                            lambda i: text_tokens(planted_chunk(n_chunks + i, n_seq, d, cen), n_chunks + i))
+    seen = assign_all(fresh, init, cfg, none, plan, None, None, None, quiet)
+    warm_text = {"phase": np.array(2), "next_chunk": np.array(0)}
+    for prefix, acc in seen.parts():
+        warm_text.update(acc.state(prefix))
     workers = available_cores()
     # the passes take over (and update) the state they resume from, as from a checkpoint: each run
     # gets its own copy, made before the clock starts
     runs = {"phase1": (start, lambda s: fit_centres(src, cfg, none, plan, None, s, quiet)),
             "phase2": (warm, lambda s: assign_all(src, init, cfg, none, plan, None, None, s, quiet)),
-            "phase2_cold": (None, lambda s: assign_all(src, init, cfg, none, plan, None, None, None, quiet))}
+            "phase2_cold": (None, lambda s: assign_all(src, init, cfg, none, plan, None, None, None, quiet)),
+            "phase2_text": (warm_text, lambda s: assign_all(src_text, init, cfg, none, plan, None, None, s, quiet))}
     best = {name: np.inf for name in [*runs, "products"]}
     peak = 0.0
     for _ in range(reps):  # best of reps, each right after a roofline measurement
@@ -246,9 +278,11 @@ def throughput(d: int, k: int, n_vectors: int, reps: int = 3, warm_passes: int =
             run(state)
             best[name] = min(best[name], time.perf_counter() - t)
         best["products"] = min(best["products"], products_only(d, k, n_pos, workers))
-    flops = {"phase1": 4 * k * d, "phase2": 2 * k * d, "phase2_cold": 2 * k * d, "products": 4 * k * d}
+    flops = {"phase1": 4 * k * d, "phase2": 2 * k * d, "phase2_cold": 2 * k * d, "phase2_text": 2 * k * d,
+             "products": 4 * k * d}
     out = {"d": d, "k": k, "vectors": n_pos, "workers": workers, "roofline_gflops": round(peak, 1),
            "phase2_core_us": phase2_breakdown(runs["phase2"][1], warm, n_pos),
+           "phase2_text_core_us": phase2_breakdown(runs["phase2_text"][1], warm_text, n_pos),
            "kernel_core_us": kernel_stages(d, k, chunks[0], init)}
     for name, seconds in best.items():
         v = n_pos / seconds
@@ -317,9 +351,9 @@ def main() -> int:
     args = p.parse_args()
     if args.render:
         saved = json.loads(args.render.read_text())
-        stamp = args.render.name.removesuffix(".json").removesuffix("-soft-quick").removesuffix("-soft")
-        report(saved["throughput"], saved["memory"], stamp, saved["machine"]["nproc"],
-               RESULTS / ("latest-soft-quick.md" if args.render.name.endswith("-quick.json") else "latest-soft.md"))
+        parts = args.render.name.removesuffix(".json").split("-", 4)  # date (3 parts), sha, soft[-quick]
+        stamp, suffix = "-".join(parts[:4]), parts[4]
+        report(saved["throughput"], saved["memory"], stamp, saved["machine"]["nproc"], RESULTS / f"latest-{suffix}.md")
         return 0
     dims = (384,) if args.quick else (384, 2304)
     rows = []
@@ -343,6 +377,11 @@ def main() -> int:
     return 0
 
 
+def _cell(r: dict, key: str) -> str:
+    """A ratio, or a dash where a run saved before this column existed has none."""
+    return f"{r[key]:.2f}" if key in r else "–"
+
+
 def report(rows: list[dict], mem: list[dict], stamp: str, cores: int, path: Path) -> None:
     """Write the markdown tables of a run (also from a saved JSON: ``--render JSON``)."""
     lines = [f"# Soft clustering benchmark: {stamp}, {cores} cores", "",
@@ -350,31 +389,36 @@ def report(rows: list[dict], mem: list[dict], stamp: str, cores: int, path: Path
              "on all cores, measured before every run (the highest kept); ratio = the pass's useful GFLOP/s (phase 1: "
              "4kd, phase 2: 2kd per vector) / roofline; target >= 0.5. Phase 2 = memberships, sparse selection and every "
              "per-cluster statistic (no files written): *warm* resumes with statistics that have seen 4x as many other "
-             "positions, as in the bulk of a long run, *cold* starts them empty. *Products only* = phase 1's two matrix products alone "
+             "positions, as in the bulk of a long run, *cold* starts them empty. Token ids: one per planted centre "
+             "(100 in all), and *text*: the same vectors and warm start with half the ids drawn by Zipf's law over "
+             "30,522 (BERT's vocabulary), thousands of distinct (token, cluster) pairs per chunk, as in text. "
+             "*Products only* = phase 1's two matrix products alone "
              "in the same tiles and threads: what BLAS gives for these shapes.", "",
              "| d | k | roofline GFLOP/s | phase 1 vectors/s | phase 1 ratio | phase 2 warm vectors/s | phase 2 warm ratio "
-             "| phase 2 cold ratio | products only ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| phase 2 warm, text tokens | phase 2 cold ratio | products only ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['d']} | {r['k']} | {r['roofline_gflops']} | {r['phase1_vectors_per_s']:,} | {r['phase1_ratio']:.2f} | "
-              f"{r['phase2_vectors_per_s']:,} | {r['phase2_ratio']:.2f} | {r['phase2_cold_ratio']:.2f} | "
-              f"{r['products_ratio']:.2f} |" for r in rows]
+              f"{r['phase2_vectors_per_s']:,} | {r['phase2_ratio']:.2f} | {_cell(r, 'phase2_text_ratio')} | "
+              f"{r['phase2_cold_ratio']:.2f} | {r['products_ratio']:.2f} |" for r in rows]
     lines += ["", "Where phase 2 (warm) spends its time, in core-µs per vector. From one more warm run with clocks: the "
               "workers' block kernels (gather, product, exp and row kernel in one numba call per block), the rest of "
               "their chunk jobs, and the main thread's adds and offers, which run alongside the workers. From the "
               "kernel run alone on one thread over one chunk: its stages (*rows* = the whole kernel less the others: "
               "the row kernel and the loop; *noise* where that difference is within the timings' noise). "
               "*Product at roofline* = the product alone at the roofline's per-core speed; a pass at ratio 0.5 has "
-              "twice that for everything.", "",
+              "twice that for everything. *Text tokens*: the same run's three parts with text's token ids.", "",
               "| d | k | kernels | job glue | main thread | alone: gather | product | exp | rows | whole | "
-              "product at roofline |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "product at roofline | text tokens: kernels | job glue | main thread |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c, s1 = r["phase2_core_us"], r["kernel_core_us"]
         at_roof = 2 * r["k"] * r["d"] / (r["roofline_gflops"] * 1e3 / r["workers"])
         rest = f"{s1['rows']:.2f}" if s1["rows"] > 0.02 * s1["whole"] else "noise"  # a difference of timings
+        t = r.get("phase2_text_core_us", {})
         lines.append(f"| {r['d']} | {r['k']} | {c['kernel']:.2f} | {c['glue']:.2f} | {c['main']:.2f} | "
                      f"{s1['gather']:.2f} | {s1['product']:.2f} | {s1['exp']:.2f} | {rest} | "
-                     f"{s1['whole']:.2f} | {at_roof:.2f} |")
+                     f"{s1['whole']:.2f} | {at_roof:.2f} | {_cell(t, 'kernel')} | {_cell(t, 'glue')} | "
+                     f"{_cell(t, 'main')} |")
     lines += ["", "Peak RSS of a whole process (interpreter and libraries included) against its memory budget:", "",
               "| activations | budget GB | activations GB | peak RSS GB | peak / budget | seconds |", "|---|---|---|---|---|---|"]
     lines += [f"| {m['mode']} | {m['budget_gb']} | {m['activation_gb']} | {m['peak_rss_gb']} | {m['peak_over_budget']} | "
