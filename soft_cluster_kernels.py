@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 _F16_MAGIC = np.float32(2.0 ** 112)
@@ -282,7 +283,30 @@ def _select_above(e, i, thr, cnt, top_m, arg, buf_c, buf_v):
     return _select_row(e, i, thr, top_m, buf_c, buf_v)
 
 
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """Ask the CPU to bring ``arr[i]``'s cache line in (for writing, kept in all levels): a hint,
+    it changes no result. The hash tables' slots are random accesses; fetched ~16 rows ahead,
+    they cost ~0.04 core-us less per vector on text's thousands of distinct pairs per chunk."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, i), codegen
+
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+AHEAD = 16
+"""Rows (pairs) ahead that the row kernel (the merge) prefetches its hash table slot for."""
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slot_of(key, mask):
+    return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(32)) & mask  # up to 2^32 slots
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -290,7 +314,7 @@ def _pair_add(keys, weights, key, w):
     """Open-addressing hash table (linear probing, -1 = empty slot, size a power of two): adds w
     to key's weight; returns the slot if key took a new one, else -1."""
     mask = len(keys) - 1
-    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(32)) & mask  # up to 2^32 slots
+    h = _slot_of(key, mask)
     while keys[h] != key:
         if keys[h] == -1:
             keys[h] = key
@@ -326,8 +350,13 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, k
     nnz = n_lda = n_top = n_rand = 0
     logz = 0.0
     _scan_rows(e, e_bits, threshold, acc, z, count, arg)
+    mask = len(pair_keys) - 1
     for i in range(n):
         s, cnt, c = z[i], count[i], arg[i]
+        if i + AHEAD < n:  # the slot of a later row's (token, top cluster): usually its only pair
+            h = _slot_of(np.int64(tokens[sel[i + AHEAD]]) * k + arg[i + AHEAD], mask)
+            _prefetch(pair_keys, h)
+            _prefetch(pair_w, h)
         logz += np.log(s)
         inv = 1.0 / s
         best = e[i, c]
@@ -557,7 +586,12 @@ def merge_pairs(keys, weights, new_keys, new_weights):
     """Add (key, weight) pairs, in order, into the hash table ``keys`` / ``weights`` (as
     :func:`_pair_add`; the caller keeps it at most half full); returns how many keys were new."""
     added = 0
+    mask = len(keys) - 1
     for i in range(len(new_keys)):
+        if i + AHEAD < len(new_keys):
+            h = _slot_of(new_keys[i + AHEAD], mask)
+            _prefetch(keys, h)
+            _prefetch(weights, h)
         if _pair_add(keys, weights, new_keys[i], new_weights[i]) >= 0:
             added += 1
     return added
