@@ -584,7 +584,8 @@ def add_counts(counts, ids):
 @njit(cache=True, nogil=True)
 def merge_pairs(keys, weights, new_keys, new_weights):
     """Add (key, weight) pairs, in order, into the hash table ``keys`` / ``weights`` (as
-    :func:`_pair_add`; the caller keeps it at most half full); returns how many keys were new."""
+    :func:`_pair_add`; the caller keeps it at most half full), skipping keys < 0 (so another
+    table's arrays, empty slots and all, can be poured in); returns how many keys were new."""
     added = 0
     mask = len(keys) - 1
     for i in range(len(new_keys)):
@@ -592,6 +593,6 @@ def merge_pairs(keys, weights, new_keys, new_weights):
             h = _slot_of(new_keys[i + AHEAD], mask)
             _prefetch(keys, h)
             _prefetch(weights, h)
-        if _pair_add(keys, weights, new_keys[i], new_weights[i]) >= 0:
+        if new_keys[i] >= 0 and _pair_add(keys, weights, new_keys[i], new_weights[i]) >= 0:
             added += 1
     return added

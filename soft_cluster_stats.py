@@ -268,8 +268,7 @@ class UsageStats(_Stateful):
     def _resize(self, least: int) -> None:
         """A table of at least ``least`` (and 2^16) slots holding the same pairs: each weight moves as
         it is, so no sum changes."""
-        keep = self.pair_keys >= 0
-        keys, weights = self.pair_keys[keep], self.pair_weights[keep]
+        keys, weights = self.pair_keys, self.pair_weights
         slots = 1 << max(16, int(least - 1).bit_length())
         self.pair_keys, self.pair_weights = np.full(slots, -1, dtype=np.int64), np.zeros(slots)
         self._n_pairs = kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
