@@ -521,6 +521,13 @@ def _slot(row, v):
     return s
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _make_room(a, c, s):
+    """Shift row c of a per-cluster list (a [k, n, ...]) down by one from slot s; the last drops out."""
+    for t in range(a.shape[1] - 1, s, -1):
+        a[c, t] = a[c, t - 1]
+
+
 @njit(cache=True, nogil=True)
 def best_per_cluster(cluster, key, k, n):
     """Indices, ascending, of the candidates (``cluster``, ``key``, in order of arrival) that are among
@@ -533,9 +540,8 @@ def best_per_cluster(cluster, key, k, n):
         s = _slot(top_key[c], key[i])
         if s < 0:
             continue
-        for t in range(n - 1, s, -1):
-            top_key[c, t] = top_key[c, t - 1]
-            top_idx[c, t] = top_idx[c, t - 1]
+        _make_room(top_key, c, s)
+        _make_room(top_idx, c, s)
         top_key[c, s] = key[i]
         top_idx[c, s] = i
     out = top_idx.ravel()
@@ -551,20 +557,18 @@ def insert_exemplars(key, loc, value, ctx_tokens, ctx_values, others_c, others_v
     descending (every table [k, n, ...]): each one that beats its cluster's last key goes in after the
     keys >= its own, with its location, membership and context, and the last one drops out. The
     lists then hold the n largest keys ever offered (ties: the earlier first), whatever the batches."""
-    n = key.shape[1]
     for i in range(len(c_key)):
         c = c_cluster[i]
         s = _slot(key[c], c_key[i])
         if s < 0:
             continue
-        for t in range(n - 1, s, -1):
-            key[c, t] = key[c, t - 1]
-            value[c, t] = value[c, t - 1]
-            loc[c, t] = loc[c, t - 1]
-            ctx_tokens[c, t] = ctx_tokens[c, t - 1]
-            ctx_values[c, t] = ctx_values[c, t - 1]
-            others_c[c, t] = others_c[c, t - 1]
-            others_v[c, t] = others_v[c, t - 1]
+        _make_room(key, c, s)
+        _make_room(value, c, s)
+        _make_room(loc, c, s)
+        _make_room(ctx_tokens, c, s)
+        _make_room(ctx_values, c, s)
+        _make_room(others_c, c, s)
+        _make_room(others_v, c, s)
         key[c, s] = c_key[i]
         value[c, s] = c_value[i]
         loc[c, s] = c_loc[i]
