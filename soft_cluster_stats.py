@@ -101,10 +101,6 @@ class ExemplarCandidates:
         return (self.cluster, self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
                 self.others_v)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays())
-
 
 class Exemplars(_Stateful):
     """Per cluster, the ``n`` candidates with the largest keys seen so far, with their context.
@@ -279,6 +275,11 @@ class UsageStats(_Stateful):
         super().load_state(state, prefix)
         self._compact = None
         self._n_pairs = int((self.pair_keys >= 0).sum())
+
+    @property
+    def table_nbytes(self) -> int:
+        """Bytes of the (token, cluster) table, which grows with the distinct pairs seen."""
+        return self.pair_keys.nbytes + self.pair_weights.nbytes
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """The (token * k + cluster, mass) pairs, sorted by key (made once per change)."""

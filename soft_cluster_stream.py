@@ -446,13 +446,11 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         bufs.put(b)
     window = IN_FLIGHT_PER_WORKER * n_workers
     free: list[ChunkParts] = []  # partial sums of finished chunks, to reuse
-    def table_bytes() -> int:
-        """The (token, cluster) table, which grows with the distinct pairs seen (~1M after 1.2M
-        positions of text at k = 512), and the doubled one it moves into when it grows."""
-        return 3 * (stats.usage.pair_keys.nbytes + stats.usage.pair_weights.nbytes)
-
-    state_bytes = (stats.nbytes() - table_bytes() // 3 + sum(b.nbytes for b in scratch) + k * d * 12 + 32 * 2 ** 20
-                   + (cfg.lda_sample // 8) * (d * 4 + 24))  # and table_bytes(), as it is when a chunk starts
+    # the state but for the (token, cluster) table, which grows with the distinct pairs seen (~1M
+    # after 1.2M positions of text at k = 512): counted as each chunk starts, 3x (it and the
+    # doubled table it moves into when it grows)
+    state_bytes = (stats.nbytes() - stats.usage.table_nbytes + sum(b.nbytes for b in scratch) + k * d * 12
+                   + 32 * 2 ** 20 + (cfg.lda_sample // 8) * (d * 4 + 24))
     # reservoir candidates (with their vectors) not offered yet: offered every MERGE_EVERY chunks,
     # or as soon as they are an eighth of the reservoir (early in a run, when most positions are)
     pending: list[tuple] = []
@@ -519,7 +517,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                 # one block per running chunk in memory at once; fewer chunks in flight where the
                 # budget cannot hold them all (chunks held in memory), down to one at a time
                 while True:
-                    others = sum(c[3] for c in inflight) + results(chunk) + parts_bytes + table_bytes()
+                    others = sum(c[3] for c in inflight) + results(chunk) + parts_bytes + 3 * stats.usage.table_nbytes
                     rows = plan.free_rows(chunk, state_bytes + others) // n_workers
                     if rows >= chunk.seq_len or not inflight:
                         break
