@@ -37,7 +37,7 @@ from soft_cluster_stream import (GB, HISTORY_COLUMNS, Checkpoint, MemoryPlan, Ph
                                  assign_all, fingerprint, fit_centres, rss_bytes, warm_up)
 
 STAGE = "softclust"
-STAGE_VERSION = 2  # 2: intervention/probe vectors in the model's coordinates
+STAGE_VERSION = 3  # 2: intervention/probe vectors in the model's coordinates; 3: hashed reservoir keys
 
 
 def _ids_as_text(ids: list[int]) -> list[str]:

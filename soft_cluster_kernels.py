@@ -300,6 +300,50 @@ def _prefetch(typingctx, arr, i):
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix64(z):
+    """splitmix64's finaliser: a bijection of uint64 that scrambles every bit into every other."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _key_base(seed, stream, chunk):
+    z = _mix64(seed + _GOLDEN)
+    z = _mix64(z ^ stream)
+    return _mix64(z + chunk * _GOLDEN)
+
+
+def key_base(seed: int, stream: int, chunk: int) -> np.uint64:
+    """The base of chunk ``chunk``'s keys in random stream ``stream`` (any int seed, as its 64 low bits)."""
+    return np.uint64(_key_base(np.uint64(seed % 2 ** 64), np.uint64(stream), np.uint64(chunk)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _unit_key(base, f):
+    """A uniform [0, 1) key (53 bits) for flat position f: splitmix64's output number f + 1 from
+    state ``base`` (a counter, so a position's key needs no table and no draws for the others)."""
+    z = _mix64(base + np.uint64(f + 1) * _GOLDEN)
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def _position_keys(base, flat):
+    out = np.empty(len(flat))
+    for i in range(len(flat)):
+        out[i] = _unit_key(base, flat[i])
+    return out
+
+
+def position_keys(base: np.uint64, flat: np.ndarray) -> np.ndarray:
+    """The keys of flat positions ``flat`` from :func:`key_base` ``base``, as the phase-2 kernel draws
+    them (the kernels take uint64 only: numba makes int64 + uint64 a float64)."""
+    return _position_keys(np.uint64(base), np.asarray(flat, dtype=np.int64))
+
+
 AHEAD = 16
 """Rows (pairs) ahead that the row kernel (the merge) prefetches its hash table slot for."""
 
@@ -326,9 +370,9 @@ def _pair_add(keys, weights, key, w):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, key_lda, below, key_rand, top_floor,
+def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, base_lda, below, base_rand, top_floor,
                 rand_floor, rows, clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys,
-                pair_w, fill, used, lda_idx, top_idx, rand_idx, buf_c, buf_v, z, count, arg):
+                pair_w, fill, used, lda_idx, lda_key, top_idx, rand_idx, rand_key, buf_c, buf_v, z, count, arg):
     """Phase 2 on one tile after the product, one pass per row of e = exp(scaled similarities)
     (unnormalised, ``e_bits`` e viewed as int32; raw vectors ``x``, flat positions ``sel``, ``tokens``
     the chunk's flat ids):
@@ -339,9 +383,10 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, k
     * stored entries: membership mass per position in the sequence into pos_hist [k, seq_len],
       counts into stored [k], (token * k + cluster) mass into the hash table pair_keys / pair_w
       (``fill[0]`` counts its used slots, listed in ``used``), entries above their cluster's exemplar floor -> top_idx;
-    * positions: top-cluster counts into hard [k]; keys above the cluster's reservoir floor ->
-      rand_idx; confident positions (top_v >= lda_min) add top_v * x to xsum [k, d] and top_v to
-      wsum [k], and those with an LDA key below ``below`` -> lda_idx.
+    * positions: top-cluster counts into hard [k]; random keys (:func:`_unit_key` of the flat
+      position from ``base_rand``) above the cluster's reservoir floor -> rand_idx / rand_key;
+      confident positions (top_v >= lda_min) add top_v * x to xsum [k, d] and top_v to wsum [k], and
+      those with an LDA key (from ``base_lda``) below ``below`` -> lda_idx / lda_key.
 
     ``z``, ``count``, ``arg``: scratch of :func:`_scan_rows`, n rows at least.
     Returns (nnz, n_lda, n_top, n_rand): how much of each output was written."""
@@ -383,15 +428,19 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, k
         top[i] = c
         top_v[i] = w
         hard[c] += 1
-        if key_rand[i] > rand_floor[c]:
+        kr = _unit_key(base_rand, sel[i])
+        if kr > rand_floor[c]:
             rand_idx[n_rand] = i
+            rand_key[n_rand] = kr
             n_rand += 1
         if w >= lda_min:
             wsum[c] += w
             for j in range(d):
                 xsum[c, j] += w * x[i, j]
-            if key_lda[i] < below:
+            kl = _unit_key(base_lda, sel[i])
+            if kl < below:
                 lda_idx[n_lda] = i
+                lda_key[n_lda] = kl
                 n_lda += 1
     acc[k] += logz
     return nnz, n_lda, n_top, n_rand
@@ -399,9 +448,9 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, k
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, sq, scale, bits, smax, tokens,
-                 threshold, top_m, seq_len, lda_min, key_lda, below, key_rand, top_floor, rand_floor, rows, seq, pos,
+                 threshold, top_m, seq_len, lda_min, base_lda, below, base_rand, top_floor, rand_floor, rows, seq, pos,
                  clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used,
-                 lda_idx, top_idx, rand_idx, counts, buf_c, buf_v, z, count, arg):
+                 lda_idx, lda_key, top_idx, rand_idx, rand_key, counts, buf_c, buf_v, z, count, arg):
     """Phase 2 of a block of a chunk, sub-tile by sub-tile of ``len(x)`` rows, so a sub-tile's
     vectors and scores stay in the core's cache from the read to the row kernel, with no Python in
     between: gather rows ``flat - base`` of the block ``src`` (uint16 float16 bits or float32) into
@@ -409,8 +458,9 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
     numba's np.dot) into ``e`` (``e_bits``: as int32); the scaled exp (``shift``: the row-max shift of
     :class:`vmf.Scorer`, its offsets into acc[k]); then :func:`phase2_rows` with the block's outputs
     (``rows``: a sub-tile's scratch; the entries' sequence and position in the chunk go into ``seq`` /
-    ``pos``; candidates' rows are into ``flat``, not the sub-tile; ``counts``: entries, LDA, top and
-    random candidates written so far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read as
+    ``pos``; candidates' rows are into ``flat``, not the sub-tile, the LDA and random candidates' keys
+    into ``lda_key`` / ``rand_key``; ``counts``: entries, LDA, top and random candidates written so
+    far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read as
     the rows come: another thread may lower / raise them meanwhile.
 
     Starts at row ``start``; returns len(flat) when done, the first row not done when the pair table
@@ -451,10 +501,10 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
         exp_rows(es, scale, bits)
         c0, c1, c2, c3 = counts[0], counts[1], counts[2], counts[3]
         nnz, n_lda, n_top, n_rand = phase2_rows(
-            es, e_bits[:r], xs, flat[lo:hi], tokens, threshold, top_m, seq_len, lda_min, key_lda[lo:hi], below[0],
-            key_rand[lo:hi], top_floor, rand_floor, rows, clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
-            acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used, lda_idx[c1:], top_idx[c2:],
-            rand_idx[c3:], buf_c, buf_v, z, count, arg)
+            es, e_bits[:r], xs, flat[lo:hi], tokens, threshold, top_m, seq_len, lda_min, base_lda, below[0],
+            base_rand, top_floor, rand_floor, rows, clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
+            acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used, lda_idx[c1:], lda_key[c1:],
+            top_idx[c2:], rand_idx[c3:], rand_key[c3:], buf_c, buf_v, z, count, arg)
         for a in range(nnz):
             f = flat[lo + rows[a]]
             q = f // seq_len
@@ -474,17 +524,32 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
     return n
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _entry_at(e_seq, e_pos, e_cl, seq_len, k, want):
+    """The first of a chunk's entries (sorted by (sequence, position, cluster)) whose key
+    (sequence * seq_len + position) * k + cluster is >= ``want``: a binary search that computes
+    the keys it looks at, so no key table is made per chunk."""
+    lo, hi = 0, len(e_seq)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if (np.int64(e_seq[mid]) * seq_len + e_pos[mid]) * k + e_cl[mid] < want:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(cache=True, nogil=True)
-def exemplar_context(token_ids, valid, key, value, clusters, seq, pos, cl, k, tokens, values, others_c, others_v):
+def exemplar_context(token_ids, valid, e_seq, e_pos, e_cl, e_val, seq, pos, cl, k, tokens, values, others_c, others_v):
     """Contexts of exemplars at (``seq``, ``pos``) of one chunk, for clusters ``cl``: ``tokens`` /
     ``values`` [n, 2 window + 1] = the tokens around them (-1 outside the sequence or on unassigned
     positions) and cluster cl's stored membership there (0 if none); ``others_c`` / ``others_v``
     [n, top_m] = every stored (cluster, membership) at the exemplar's own position (-1 / 0 pad).
-    ``key`` = the chunk's entries as (sequence * seq_len + position) * k + cluster, sorted, with their
-    ``value`` and ``clusters``."""
+    The chunk's entries: ``e_seq``, ``e_pos``, ``e_cl``, ``e_val``, sorted by (sequence, position, cluster)."""
     n, width = tokens.shape
     window = width // 2
-    seq_len = token_ids.shape[1]
+    seq_len = np.int64(token_ids.shape[1])
+    nnz = len(e_seq)
     for e in range(n):
         s, p0 = np.int64(seq[e]), np.int64(pos[e])
         for o in range(width):
@@ -494,15 +559,14 @@ def exemplar_context(token_ids, valid, key, value, clusters, seq, pos, cl, k, to
                 values[e, o] = 0.0
                 continue
             tokens[e, o] = token_ids[s, p]
-            want = (s * seq_len + p) * k + cl[e]
-            a = np.searchsorted(key, want)
-            values[e, o] = value[a] if a < len(key) and key[a] == want else np.float32(0.0)
-        first = (s * seq_len + p0) * k
-        a = np.searchsorted(key, first)
+            a = _entry_at(e_seq, e_pos, e_cl, seq_len, k, (s * seq_len + p) * k + cl[e])
+            hit = a < nnz and e_seq[a] == s and e_pos[a] == p and e_cl[a] == cl[e]
+            values[e, o] = e_val[a] if hit else np.float32(0.0)
+        a = _entry_at(e_seq, e_pos, e_cl, seq_len, k, (s * seq_len + p0) * k)
         for j in range(others_c.shape[1]):
-            if a + j < len(key) and key[a + j] < first + k:
-                others_c[e, j] = clusters[a + j]
-                others_v[e, j] = value[a + j]
+            if a + j < nnz and e_seq[a + j] == s and e_pos[a + j] == p0:
+                others_c[e, j] = e_cl[a + j]
+                others_v[e, j] = e_val[a + j]
             else:
                 others_c[e, j] = -1
                 others_v[e, j] = 0.0
@@ -548,6 +612,29 @@ def best_per_cluster(cluster, key, k, n):
     out = out[out >= 0]
     out.sort()
     return out
+
+
+@njit(cache=True, nogil=True)
+def exemplar_candidates(chunk, seq, pos, cluster, key, value, n, k, token_ids, valid, e_seq, e_pos, e_cl, e_val, width,
+                        top_m):
+    """A chunk's exemplar candidates for lists of ``n`` per cluster, in one call: of the candidates
+    (``seq``, ``pos``, ``cluster``, ``key``, membership ``value``, in order of arrival) those among
+    their cluster's n largest keys (:func:`best_per_cluster`), with their location (``chunk``,
+    sequence, position) and context (:func:`exemplar_context`, windows of ``width`` tokens).
+    Returns (cluster, key, loc, value, ctx_tokens, ctx_values, others_c, others_v)."""
+    keep = best_per_cluster(cluster, key, k, n) if n > 0 and len(key) > 0 else np.zeros(0, dtype=np.int64)
+    c = len(keep)
+    cl, ky, va = np.empty(c, dtype=np.int32), np.empty(c), np.empty(c, dtype=np.float32)
+    loc = np.empty((c, 3), dtype=np.int64)
+    for a in range(c):
+        i = keep[a]
+        cl[a], ky[a], va[a] = cluster[i], key[i], value[i]
+        loc[a, 0], loc[a, 1], loc[a, 2] = chunk, seq[i], pos[i]
+    tokens, values = np.empty((c, width), dtype=np.int32), np.empty((c, width), dtype=np.float32)
+    others_c, others_v = np.empty((c, top_m), dtype=np.int32), np.empty((c, top_m), dtype=np.float32)
+    exemplar_context(token_ids, valid, e_seq, e_pos, e_cl, e_val, loc[:, 1], loc[:, 2], cl, k, tokens, values,
+                     others_c, others_v)
+    return cl, ky, loc, va, tokens, values, others_c, others_v
 
 
 @njit(cache=True, nogil=True)

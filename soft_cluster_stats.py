@@ -42,15 +42,14 @@ class ChunkMemberships:
     valid: np.ndarray  # bool [n_seq, seq_len]: positions that were assigned
     _lookup: tuple | None = field(default=None, repr=False, compare=False)
 
-    def _tables(self, k: int) -> tuple:
+    def _tables(self) -> tuple:
         """What the context kernel looks contexts up in, read-only (one compiled variant, whether the
-        chunk came from a file or not): tokens, valid positions, the entries as (sequence * seq_len
-        + position) * k + cluster (sorted, as they are), their memberships and clusters. Made once,
-        as both exemplar lists look contexts up in the same chunk."""
+        chunk came from a file or not): tokens, valid positions, the entries' sequences, positions,
+        clusters and memberships. Made once, as both exemplar lists look contexts up in the same chunk."""
         if self._lookup is None:
-            key = (self.seq.astype(np.int64) * self.token_ids.shape[1] + self.pos) * k + self.cluster
             self._lookup = tuple(kernels.read_only(a) for a in (self.token_ids.astype(np.int32, copy=False),
-                                                                self.valid, key, self.value, self.cluster))
+                                                                self.valid, self.seq, self.pos, self.cluster,
+                                                                self.value))
         return self._lookup
 
     def context(self, seq: np.ndarray, pos: np.ndarray, cluster: np.ndarray, window: int, top_m: int, k: int):
@@ -63,8 +62,8 @@ class ChunkMemberships:
         others_c, others_v = np.empty((n, top_m), dtype=np.int32), np.empty((n, top_m), dtype=np.float32)
         if not n:
             return tokens, values, others_c, others_v
-        kernels.exemplar_context(*self._tables(k), *(kernels.read_only(np.asarray(a, dtype=np.int32))
-                                                     for a in (seq, pos, cluster)),
+        kernels.exemplar_context(*self._tables(), *(kernels.read_only(np.asarray(a, dtype=np.int32))
+                                                    for a in (seq, pos, cluster)),
                                  k, tokens, values, others_c, others_v)
         return tokens, values, others_c, others_v
 
@@ -88,14 +87,10 @@ class ExemplarCandidates:
                  value: np.ndarray, n: int, window: int, top_m: int, k: int) -> "ExemplarCandidates":
         """Chunk ``cm``'s candidates (``seq``, ``pos``, ``cluster``, ``key``, membership ``value``, in
         order) for lists of ``n`` per cluster: those among their cluster's n largest keys in the
-        chunk (no other can make the lists, whatever comes before or after), with their context."""
-        cluster, key = np.asarray(cluster, dtype=np.int32), np.asarray(key, dtype=np.float64)
-        keep = kernels.best_per_cluster(cluster, key, k, n) if n and len(key) else np.zeros(0, dtype=np.int64)
-        loc = np.empty((len(keep), 3), dtype=np.int64)
-        loc[:, 0], loc[:, 1], loc[:, 2] = cm.chunk, seq[keep], pos[keep]
-        cluster = cluster[keep]
-        return cls(cluster, key[keep], loc, np.asarray(value, dtype=np.float32)[keep],
-                   *cm.context(loc[:, 1], loc[:, 2], cluster, window, top_m, k))
+        chunk (no other can make the lists, whatever comes before or after), with their context
+        (one numba call: ``soft_cluster_kernels.exemplar_candidates``)."""
+        return cls(*kernels.exemplar_candidates(cm.chunk, seq, pos, cluster, key, value, n, k, *cm._tables(),
+                                                2 * window + 1, top_m))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.cluster, self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,

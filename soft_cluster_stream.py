@@ -98,11 +98,13 @@ def warm_up() -> None:
         estep_sums(x, inv, scorer, np.zeros((k, d), dtype=np.float32))
         for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
             phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, scorer, np.zeros(8, dtype=np.int32), 2, 0.05,
-                         2, 0.5, np.zeros(4), np.zeros(4), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
+                         2, 0.5, chunk_key_bases(0, 0), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
     one = np.zeros(1, dtype=np.int32)
     cm = ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
                           np.ones((1, 2), dtype=bool))
-    Exemplars(k, 2, 1, 2).offer(ExemplarCandidates.of_chunk(cm, one, one, one, np.ones(1), one, 2, 1, 2, k))
+    ones, at = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.int64)
+    for where, key in (((one, one), ones), ((at, at), np.ones(1))):  # the top lists' and the random lists' types
+        Exemplars(k, 2, 1, 2).offer(ExemplarCandidates.of_chunk(cm, *where, one, key, ones, 2, 1, 2, k))
 
 
 def valid_positions(chunk: ActivationChunk, ignore_ids: np.ndarray) -> np.ndarray:
@@ -301,15 +303,16 @@ class TileBuffers:
 
 
 def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, tokens: np.ndarray, seq_len: int,
-                 threshold: float, top_m: int, lda_min: float, key_lda: np.ndarray, key_rand: np.ndarray,
-                 floors: tuple, parts: ChunkParts, buf: TileBuffers, name: str = ""):
+                 threshold: float, top_m: int, lda_min: float, key_bases: tuple[int, int], floors: tuple,
+                 parts: ChunkParts, buf: TileBuffers, name: str = ""):
     """Phase 2 of one block of a chunk (``soft_cluster_kernels.phase2_block``): the vectors at flat
     positions ``sel`` of the chunk, rows ``sel - base`` of ``block`` [positions, d] (float16 or
     float32, as stored); ``tokens`` the chunk's flat token ids; the sums go into ``parts``, ``buf`` is
     the scratch of one sub-tile. Returns the stored entries (sequence and position in the chunk,
     clusters, memberships), each row's top cluster and membership, and the rows / entries that may
-    enter the LDA reservoir, the top exemplars and the random exemplars (``floors``: what they must
-    beat)."""
+    enter the LDA reservoir (with their keys), the top exemplars and the random exemplars (with their
+    keys); ``floors``: what they must beat, ``key_bases``: the chunk's LDA and random key bases
+    (``soft_cluster_kernels.key_base``), each position's keys drawn from them in the kernel."""
     n, k = len(sel), scorer.k
     m = min(top_m, k)
     if len(buf.x) * m > len(parts.pair_keys) // 2:  # the kernel would wait for room forever
@@ -321,6 +324,7 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
     cls, vals = np.empty(n * m, dtype=np.int32), np.empty(n * m, dtype=np.float32)
     top, top_v = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
     li, ti, ri = np.empty(n, dtype=np.int64), np.empty(n * m, dtype=np.int64), np.empty(n, dtype=np.int64)
+    lk, rk = np.empty(n), np.empty(n)
     counts = np.zeros(4, dtype=np.int64)
     src = kernels.read_only(block.view(np.uint16) if block.dtype == np.float16 else block)
     start = 0
@@ -330,15 +334,16 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
         start = kernels.phase2_block(
             src, sel, base, start, scorer.centres_t, scorer.inv_t, scorer.shift, buf.x, buf.e,
             buf.e.view(np.int32), buf.sq, buf.scale, buf.bits, buf.smax, kernels.read_only(tokens),
-            np.float32(threshold), m, seq_len, np.float32(lda_min), key_lda, below, key_rand, top_floor, rand_floor,
-            buf.rows, seq, pos, cls, vals, top, top_v, parts.acc, parts.pos_hist, parts.stored, parts.hard,
-            parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w, parts.fill, parts.used, li, ti, ri, counts,
-            buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
+            np.float32(threshold), m, seq_len, np.float32(lda_min), np.uint64(key_bases[0]), below,
+            np.uint64(key_bases[1]), top_floor, rand_floor, buf.rows, seq, pos, cls, vals, top, top_v, parts.acc,
+            parts.pos_hist, parts.stored, parts.hard, parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w,
+            parts.fill, parts.used, li, lk, ti, ri, rk, counts, buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
         if start < 0:  # a row holds NaN/inf: the error names the file, the count and the first
             bad = sel[-1 - start:]
             check_finite(name, bad, np.square(block[bad - base], dtype=np.float32).sum(axis=1), seq_len)
     nnz, n_lda, n_top, n_rand = counts.tolist()
-    return (seq[:nnz], pos[:nnz], cls[:nnz], vals[:nnz]), top, top_v, (li[:n_lda], ti[:n_top], ri[:n_rand])
+    return ((seq[:nnz], pos[:nnz], cls[:nnz], vals[:nnz]), top, top_v,
+            (li[:n_lda], lk[:n_lda], ti[:n_top], ri[:n_rand], rk[:n_rand]))
 
 
 def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Scorer, cfg: SoftClusterConfig,
@@ -350,8 +355,7 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
     per sub-tile); the chunk passes on what beats them, the adds re-check exactly. It passes on at
     most ``lda_sample`` reservoir candidates, those with the smallest keys: no others could enter."""
     flat = np.flatnonzero(valid.ravel())
-    key_rand = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))
-    key_lda = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
+    bases = chunk_key_bases(cfg.seed, i)
     tokens, L = chunk.token_ids.ravel(), chunk.seq_len
     res, lda = [], []
     buf = bufs.get()
@@ -360,16 +364,17 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
             a, b = (int(v) for v in np.searchsorted(flat, [lo * L, (lo + len(block)) * L]))
             if a == b:
                 continue
-            sel, kl, kr, base, block = flat[a:b], key_lda[a:b], key_rand[a:b], lo * L, block.reshape(-1, chunk.dim)
-            (sq, ps, cls, vals), top, top_v, (li, ti, ri) = phase2_block(
-                block, sel, base, scorer, tokens, L, cfg.threshold, cfg.top_m, cfg.lda_min_membership, kl, kr, floors,
+            sel, base, block = flat[a:b], lo * L, block.reshape(-1, chunk.dim)
+            (sq, ps, cls, vals), top, top_v, (li, kl, ti, ri, kr) = phase2_block(
+                block, sel, base, scorer, tokens, L, cfg.threshold, cfg.top_m, cfg.lda_min_membership, bases, floors,
                 parts, buf, chunk.name)
-            li = li[_smallest(kl[li], cfg.lda_sample)]
+            keep = _smallest(kl, cfg.lda_sample)
+            li, kl = li[keep], kl[keep]
             x = np.empty((len(li), chunk.dim), dtype=np.float32)  # the LDA candidates' vectors, as stored
             if len(li):
                 kernels.load_rows(kernels.read_only(block), sel[li] - base, x, np.empty(len(li), dtype=np.float32))
-            res.append((sq, ps, cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr[ri], top_v[ri])))
-            lda.append((kl[li], x, top[li], top_v[li]))
+            res.append((sq, ps, cls, vals, (ti, cls[ti], vals[ti]), (sel[ri], top[ri], kr, top_v[ri])))
+            lda.append((kl, x, top[li], top_v[li]))
             if sum(len(q[0]) for q in lda) > cfg.lda_sample:  # the chunk's smallest keys, so far
                 lda = [_merge_smallest(lda, cfg.lda_sample)]
     finally:
@@ -392,6 +397,13 @@ def _phase2_chunk(i: int, chunk: ActivationChunk, valid: np.ndarray, scorer: Sco
                                                w, m, k),
             "random": ExemplarCandidates.of_chunk(cm, at // L, at % L, rcls, rkey, rval, cfg.n_random_exemplars,
                                                   w, m, k)}
+
+
+def chunk_key_bases(seed: int, i: int) -> tuple[np.uint64, np.uint64]:
+    """Chunk ``i``'s key bases: each position's LDA reservoir key and random exemplar key, uniform in
+    [0, 1), are a hash of (seed, stream, chunk, flat position) (``soft_cluster_kernels.position_keys``),
+    drawn in the kernel where they are compared, so they depend on neither the blocks nor the workers."""
+    return kernels.key_base(seed, 3, i), kernels.key_base(seed, 2, i)
 
 
 def _smallest(keys: np.ndarray, n: int) -> np.ndarray:

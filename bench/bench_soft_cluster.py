@@ -186,11 +186,11 @@ def kernel_stages(d: int, k: int, chunk: ArrayChunk, centres: np.ndarray, reps: 
     buf = soft_cluster_stream.TileBuffers(sub, d, k, 4)
     parts = soft_cluster_stats.ChunkParts.zeros(k, SEQ_LEN, d, soft_cluster_stats.pair_slots(sub, 4))
     floors = (0.0, np.full(k, 2.0), np.full(k, 2.0))  # no candidates: as deep into a warm run
-    keys = np.random.default_rng(0).random(n)
+    bases = soft_cluster_stream.chunk_key_bases(0, 0)
 
     def whole() -> None:
-        soft_cluster_stream.phase2_block(block, flat, 0, scorer, tokens, SEQ_LEN, 0.05, 4, 0.5, keys, keys, floors,
-                                         parts, buf)
+        soft_cluster_stream.phase2_block(block, flat, 0, scorer, tokens, SEQ_LEN, 0.05, 4, 0.5, bases, floors, parts,
+                                         buf)
         parts.clear()
 
     spans = [(lo, min(n, lo + sub)) for lo in range(0, n, sub)]

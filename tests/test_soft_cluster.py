@@ -11,7 +11,8 @@ from errors import InputError
 from soft_cluster import SequentialSoftClustering
 from soft_cluster_analyzer import ClusterAnalyzer
 from soft_cluster_stats import ledoit_wolf_cov
-from soft_cluster_stream import GB, rss_bytes
+import soft_cluster_kernels as kernels
+from soft_cluster_stream import GB, chunk_key_bases, rss_bytes
 
 K, D, L, N_SEQ, N_CHUNKS = 6, 32, 24, 20, 8
 CLS, PAD = 1, 0  # special token at position 0, padding token
@@ -138,7 +139,7 @@ def test_exemplar_lists_are_exactly_the_best_keys_of_every_position(fitted):
             idx, val, valid = z["indices"], z["values"], z["valid"].astype(bool)
         top += [(-float(v), i, int(s), int(p), int(c)) for (s, p, c), v in zip(idx, val)]
         flat = np.flatnonzero(valid.ravel())
-        key = np.random.default_rng([cfg.seed, 2, i]).random(len(flat))  # the random exemplars' keys
+        key = kernels.position_keys(chunk_key_bases(cfg.seed, i)[1], flat)  # the random exemplars' keys
         at = idx[:, 0] * L + idx[:, 1]
         best = {}
         for a, c, v in zip(at, idx[:, 2], val):  # entries in cluster order: the first of equal ones
@@ -294,7 +295,7 @@ def test_lda_reservoir_is_the_smallest_keys_of_all_confident_positions(tmp_path,
         flat = np.flatnonzero(valid.ravel())
         top = np.zeros(valid.size, dtype=np.float32)
         np.maximum.at(top, idx[:, 0] * valid.shape[1] + idx[:, 1], values)  # the top one is always stored
-        key = np.random.default_rng([cfg.seed, 3, i]).random(len(flat))
+        key = kernels.position_keys(chunk_key_bases(cfg.seed, i)[0], flat)  # the LDA reservoir's keys
         keys.append(key[top[flat] >= np.float32(cfg.lda_min_membership)])
     keys = np.concatenate(keys)
     assert len(keys) > 2 * cfg.lda_sample  # most candidates had to be turned away

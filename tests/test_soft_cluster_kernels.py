@@ -112,10 +112,12 @@ def test_phase2_block_matches_numpy(t, thr, m, dtype):
     c = rng.standard_normal((k, d)).astype(np.float32)
     c /= np.linalg.norm(c, axis=1, keepdims=True)
     tokens = rng.integers(0, 7, size=30 * L).astype(np.int32)  # few token ids: (token, cluster) pairs recur
-    key_lda, key_rand, top_floor, rand_floor = rng.random(n), rng.random(n), rng.random(k), rng.random(k)
+    top_floor, rand_floor = rng.random(k), rng.random(k)
+    bases = (int(rng.integers(2 ** 63)), int(rng.integers(2 ** 63)))
+    key_lda, key_rand = kernels.position_keys(bases[0], sel), kernels.position_keys(bases[1], sel)
     parts = ChunkParts.zeros(k, L, d)
-    (seq, pos, cls, vals), top, top_v, (li, ti, ri) = phase2_block(  # sub-tiles of 64 rows: 5 of them
-        block, sel, base, Scorer(c, 1 / t), tokens, L, thr, m, 0.5, key_lda, key_rand, (0.3, top_floor, rand_floor),
+    (seq, pos, cls, vals), top, top_v, (li, lk, ti, ri, rk) = phase2_block(  # sub-tiles of 64 rows: 5 of them
+        block, sel, base, Scorer(c, 1 / t), tokens, L, thr, m, 0.5, bases, (0.3, top_floor, rand_floor),
         parts, TileBuffers(64, d, k, min(m, k)))
     flat = seq.astype(np.int64) * L + pos
     rows = np.searchsorted(sel, flat)
@@ -146,8 +148,10 @@ def test_phase2_block_matches_numpy(t, thr, m, dtype):
     np.testing.assert_allclose(parts.xsum, want_x, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(parts.wsum, np.bincount(top[conf], weights=top_v[conf], minlength=k), rtol=1e-6)
     np.testing.assert_array_equal(li, np.flatnonzero(conf & (key_lda < 0.3)))
+    np.testing.assert_array_equal(lk, key_lda[li])
     np.testing.assert_array_equal(ti, np.flatnonzero(vals > top_floor[cls]))
     np.testing.assert_array_equal(ri, np.flatnonzero(key_rand > rand_floor[top]))
+    np.testing.assert_array_equal(rk, key_rand[ri])
     keys, weights = (np.concatenate(a) for a in zip(*parts.pairs()))
     assert len(np.unique(keys)) == len(keys)  # one slot per pair
     want_k, inv = np.unique(tokens[sel[rows]].astype(np.int64) * k + cls, return_inverse=True)
@@ -155,6 +159,21 @@ def test_phase2_block_matches_numpy(t, thr, m, dtype):
     np.testing.assert_array_equal(keys[order], want_k)
     np.testing.assert_allclose(weights[order], np.bincount(inv, weights=vals), rtol=1e-6)
     assert parts.fill[0] == 0 and (parts.pair_keys == -1).all()  # taken: the table is empty again
+
+
+def test_position_keys_are_uniform_independent_and_depend_on_the_position_only():
+    from scipy import stats
+
+    flat = np.arange(200_000)
+    a, b, c = (kernels.position_keys(kernels.key_base(0, s, i), flat) for s, i in ((2, 0), (3, 0), (2, 1)))
+    d = kernels.position_keys(kernels.key_base(1, 2, 0), flat)  # another seed
+    for keys in (a, b, c, d):
+        assert keys.min() >= 0.0 and keys.max() < 1.0
+        assert stats.kstest(keys, "uniform").pvalue > 1e-4
+    for u, v in ((a, b), (a, c), (a, d), (a[:-1], a[1:])):  # streams, chunks, seeds, neighbours
+        assert abs(np.corrcoef(u, v)[0, 1]) < 0.01
+    some = np.sort(np.random.default_rng(0).choice(flat, 500, replace=False))
+    np.testing.assert_array_equal(kernels.position_keys(kernels.key_base(0, 2, 0), some), a[some])
 
 
 def test_pair_tables_spill_when_half_full_and_lose_nothing():
@@ -169,9 +188,8 @@ def test_pair_tables_spill_when_half_full_and_lose_nothing():
     tokens = rng.integers(0, 50, size=40 * L).astype(np.int32)
     sel = np.sort(rng.choice(40 * L, size=n, replace=False))
     block = rng.standard_normal((40 * L, d)).astype(np.float32)
-    (seq, pos, cls, vals), *_ = phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, np.ones(n),
-                                              np.zeros(n), (0.0, np.ones(k), np.ones(k)), parts,
-                                              TileBuffers(10, d, k, m))
+    (seq, pos, cls, vals), *_ = phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, (1, 2),
+                                              (0.0, np.ones(k), np.ones(k)), parts, TileBuffers(10, d, k, m))
     rows = np.searchsorted(sel, seq.astype(np.int64) * L + pos)
     assert np.bincount(rows).max() == m  # sub-tiles of up to 30 pairs
     want = {}
@@ -179,8 +197,8 @@ def test_pair_tables_spill_when_half_full_and_lose_nothing():
         want[int(key)] = want.get(int(key), 0.0) + float(v)
     assert parts.fill[0] <= 32 and len(parts.spilled) >= 3
     with pytest.raises(ValueError, match="pair_slots"):  # a sub-tile that could overfill even an empty table
-        phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, np.ones(n), np.zeros(n),
-                     (0.0, np.ones(k), np.ones(k)), parts, TileBuffers(11, d, k, m))
+        phase2_block(block, sel, 0, Scorer(c, 2.0), tokens, L, 0.01, m, 0.5, (1, 2), (0.0, np.ones(k), np.ones(k)),
+                     parts, TileBuffers(11, d, k, m))
     got = {}
     for keys, weights in parts.pairs():
         for key, v in zip(keys.tolist(), weights.tolist()):
