@@ -666,6 +666,56 @@ def insert_exemplars(key, loc, value, ctx_tokens, ctx_values, others_c, others_v
 
 
 @njit(cache=True, nogil=True)
+def sift_down(heap, key, i):
+    """Restore the max-heap ``heap`` (slots ordered by ``key[slot]``, the largest first) below node i."""
+    n = len(heap)
+    s = heap[i]
+    v = key[s]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and key[heap[c + 1]] > key[heap[c]]:
+            c += 1
+        if not key[heap[c]] > v:
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = s
+
+
+@njit(cache=True, nogil=True)
+def heapify(heap, key):
+    """``heap`` = every slot of ``key``, as a max-heap by key."""
+    for i in range(len(heap)):
+        heap[i] = i
+    for i in range(len(heap) // 2 - 1, -1, -1):
+        sift_down(heap, key, i)
+
+
+@njit(cache=True, nogil=True)
+def reservoir_offer(res_key, res_x, res_c, res_w, heap, key, raw, cluster, weight):
+    """Offer candidates, in order, to a reservoir that keeps the smallest keys: each one whose key is
+    below the reservoir's largest (``heap``: its slots as a max-heap by key) takes that slot, with its
+    vector, cluster and weight. The reservoir then holds the smallest of all the keys ever offered,
+    whatever the batches. Returns how many were taken."""
+    taken = 0
+    if len(heap) == 0:
+        return taken
+    for i in range(len(key)):
+        s = heap[0]
+        if not key[i] < res_key[s]:
+            continue
+        res_key[s] = key[i]
+        res_x[s] = raw[i]
+        res_c[s] = cluster[i]
+        res_w[s] = weight[i]
+        sift_down(heap, res_key, 0)
+        taken += 1
+    return taken
+
+
+@njit(cache=True, nogil=True)
 def add_counts(counts, ids):
     """counts[ids[i]] += 1 for every i (ids >= 0, < len(counts))."""
     for i in range(len(ids)):

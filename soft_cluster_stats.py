@@ -306,7 +306,7 @@ class LdaStats(_Stateful):
     """Sums for the intervention vectors: per-cluster membership-weighted sums of the confident
     positions (exact, streamed) and a reservoir sample of them for the shared covariance."""
 
-    ARRAYS = ("wsum", "xsum", "res_key", "res_x", "res_c", "res_w")
+    ARRAYS = ("wsum", "xsum", "res_key", "res_x", "res_c", "res_w", "res_heap")
 
     def __init__(self, k: int, d: int, sample: int):
         self.wsum = np.zeros(k)
@@ -315,10 +315,18 @@ class LdaStats(_Stateful):
         self.res_x = np.zeros((sample, d), dtype=np.float32)
         self.res_c = np.full(sample, -1, dtype=np.int32)
         self.res_w = np.zeros(sample, dtype=np.float32)
+        self.res_heap = np.arange(sample)  # its slots as a max-heap by key (all inf: any order is one)
 
     def threshold(self) -> float:
         """Keys at or above this cannot enter the reservoir any more."""
-        return float(self.res_key.max())
+        return float(self.res_key[self.res_heap[0]])
+
+    def load_state(self, state: dict[str, np.ndarray], prefix: str) -> None:
+        """Also rebuilds the heap where a state has none."""
+        if f"{prefix}res_heap" not in state:
+            state = {**state, f"{prefix}res_heap": np.empty(len(state[f"{prefix}res_key"]), dtype=np.int64)}
+            kernels.heapify(state[f"{prefix}res_heap"], state[f"{prefix}res_key"])
+        super().load_state(state, prefix)
 
     def add_sums(self, parts: ChunkParts) -> None:
         """Merge the workers' weighted sums."""
@@ -326,18 +334,11 @@ class LdaStats(_Stateful):
         self.wsum += parts.wsum
 
     def add_sample(self, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
-        """Offer reservoir candidates (raw vectors): the ``lda_sample`` smallest keys stay."""
-        cand = np.flatnonzero(key < self.res_key.max())
-        if not len(cand):
-            return
-        n = len(self.res_key)
-        keys = np.concatenate([self.res_key, key[cand]])
-        keep = np.sort(np.argpartition(keys, n - 1)[:n])
-        new = keep[keep >= n]
-        slots = np.setdiff1d(np.arange(n), keep[keep < n], assume_unique=True)
-        src = cand[new - n]
-        self.res_key[slots], self.res_x[slots] = key[src], raw[src]
-        self.res_c[slots], self.res_w[slots] = cluster[src], weight[src]
+        """Offer reservoir candidates (raw vectors), in order: the ``lda_sample`` smallest keys stay,
+        each new one in the slot of the largest it beats (``soft_cluster_kernels.reservoir_offer``)."""
+        if len(key):
+            kernels.reservoir_offer(self.res_key, self.res_x, self.res_c, self.res_w, self.res_heap, key, raw,
+                                    cluster, weight)
 
 
 def ledoit_wolf_cov(x: np.ndarray, block: int = 4096) -> tuple[np.ndarray, float]:

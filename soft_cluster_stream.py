@@ -99,6 +99,7 @@ def warm_up() -> None:
         for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
             phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, scorer, np.zeros(8, dtype=np.int32), 2, 0.05,
                          2, 0.5, chunk_key_bases(0, 0), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
+    LdaStats(k, d, 10).add_sample(np.zeros(1), x[:1], np.zeros(1, dtype=np.int32), inv[:1])
     one = np.zeros(1, dtype=np.int32)
     cm = ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
                           np.ones((1, 2), dtype=bool))
@@ -281,12 +282,6 @@ IN_FLIGHT_PER_WORKER = 2
 """Phase 2 keeps up to this many chunks per worker handed out (memory allowing), so a worker that
 is done does not wait for the main thread to finish an earlier chunk held up on another worker."""
 
-MERGE_EVERY = 8
-"""Phase 2 offers the LDA reservoir candidates of this many chunks at once (fewer at a checkpoint, at
-the end, or once they are an eighth of the reservoir): an offer partitions the whole reservoir
-(~0.4 ms at 5,000 positions). The sums and the exemplar candidates are added chunk by chunk."""
-
-
 class TileBuffers:
     """A running chunk's scratch for :func:`phase2_block`: one sub-tile of ``rows`` vectors and scores."""
 
@@ -423,11 +418,6 @@ def _merge_smallest(parts: list[tuple], n: int) -> tuple:
     return tuple(a[keep] for a in joined)
 
 
-def _offer_pending(stats: Phase2Stats, pending: list[tuple]) -> None:
-    if pending:
-        stats.lda.add_sample(*(np.concatenate([p[j] for p in pending]) for j in range(4)))
-
-
 def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig, ignore: np.ndarray,
                plan: MemoryPlan, out_dir: Path | None, ckpt: Checkpoint | None, state: dict | None,
                log: Callable[[str], None], save_extra: dict | None = None) -> Phase2Stats:
@@ -462,10 +452,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     # after 1.2M positions of text at k = 512): counted as each chunk starts, 3x (it and the
     # doubled table it moves into when it grows)
     state_bytes = (stats.nbytes() - stats.usage.table_nbytes + sum(b.nbytes for b in scratch) + k * d * 12
-                   + 32 * 2 ** 20 + (cfg.lda_sample // 8) * (d * 4 + 24))
-    # reservoir candidates (with their vectors) not offered yet: offered every MERGE_EVERY chunks,
-    # or as soon as they are an eighth of the reservoir (early in a run, when most positions are)
-    pending: list[tuple] = []
+                   + 32 * 2 ** 20)
     inflight: deque = deque()
     # what can still enter the reservoir / the exemplar lists: updated in place as offers land,
     # read by the chunks in flight
@@ -492,7 +479,6 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
                 + parts_bytes + 8 * k * chunk.seq_len)
 
     def finish() -> None:
-        nonlocal pending
         i, fut, parts, _ = inflight.popleft()
         res = fut.result()
         stats.usage.add(parts, res["tokens"])
@@ -501,15 +487,10 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
         free.append(parts)
         stats.top.offer(res["top"])
         stats.random.offer(res["random"])
+        stats.lda.add_sample(*res["lda"])
+        floors[0][0] = stats.lda.threshold()
         floors[1][:], floors[2][:] = stats.top.floor(), stats.random.floor()
-        pending.append(res["lda"])
-        checkpoint = ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source)
-        if (checkpoint or len(pending) == MERGE_EVERY or i + 1 == len(source)
-                or sum(len(p[0]) for p in pending) > cfg.lda_sample // 8):
-            _offer_pending(stats, pending)
-            pending = []
-            floors[0][0] = stats.lda.threshold()
-        if checkpoint:
+        if ckpt is not None and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
             st = {"phase": np.array(2), "next_chunk": np.array(i + 1), **(save_extra or {})}
             for prefix, acc in stats.parts():
                 st.update(acc.state(prefix))

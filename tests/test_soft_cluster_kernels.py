@@ -176,6 +176,39 @@ def test_position_keys_are_uniform_independent_and_depend_on_the_position_only()
     np.testing.assert_array_equal(kernels.position_keys(kernels.key_base(0, 2, 0), some), a[some])
 
 
+def test_reservoir_keeps_the_smallest_keys_slot_by_slot_whatever_the_batches():
+    from soft_cluster_stats import LdaStats
+
+    rng = np.random.default_rng(8)
+    n, d, total = 50, 3, 2000
+    key = rng.random(total)
+    raw = rng.standard_normal((total, d)).astype(np.float32)
+    cluster, weight = rng.integers(0, 9, total).astype(np.int32), rng.random(total).astype(np.float32)
+    one, many = LdaStats(9, d, n), LdaStats(9, d, n)
+    one.add_sample(key, raw, cluster, weight)
+    cuts = np.sort(rng.choice(np.arange(1, total), 40, replace=False))
+    for a, b in zip([0, *cuts], [*cuts, total]):
+        many.add_sample(key[a:b], raw[a:b], cluster[a:b], weight[a:b])
+    for name in LdaStats.ARRAYS:
+        np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
+    kept = np.argsort(key)[:n]  # the n smallest keys, each with its own vector, cluster and weight
+    order = np.argsort(one.res_key)
+    np.testing.assert_array_equal(one.res_key[order], key[kept])
+    np.testing.assert_array_equal(one.res_x[order], raw[kept])
+    np.testing.assert_array_equal(one.res_c[order], cluster[kept])
+    np.testing.assert_array_equal(one.res_w[order], weight[kept])
+    assert one.threshold() == key[kept[-1]]
+    heap, keys = one.res_heap, one.res_key  # a max-heap: no child above its parent
+    assert all(keys[heap[i]] >= keys[heap[c]] for i in range(n) for c in (2 * i + 1, 2 * i + 2) if c < n)
+    again = LdaStats(9, d, n)
+    again.load_state({f"p.{a}": getattr(one, a).copy() for a in LdaStats.ARRAYS if a != "res_heap"}, "p.")  # no heap
+    assert again.threshold() == one.threshold()
+    more = rng.random(300) * key[kept[-1]]
+    for s in (one, again):
+        s.add_sample(more, raw[:300], cluster[:300], weight[:300])
+    np.testing.assert_array_equal(np.sort(one.res_key), np.sort(again.res_key))
+
+
 def test_pair_tables_spill_when_half_full_and_lose_nothing():
     from soft_cluster_stats import ChunkParts
     from soft_cluster_stream import TileBuffers, phase2_block
