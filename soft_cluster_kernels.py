@@ -722,6 +722,50 @@ def add_counts(counts, ids):
         counts[ids[i]] += 1
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def add_chunk_sums(soft, hard, stored, pos_hist, xsum, wsum, acc, p_hard, p_stored, p_pos_hist, p_xsum, p_wsum):
+    """A chunk's dense sums (:class:`soft_cluster_stats.ChunkParts`) into the statistics, each
+    element added as numpy's ``+=`` would, and zeroed for reuse: memberships acc[:k] into soft (all
+    of acc zeroed: the caller takes acc[k] first), counts, the position histogram (over the
+    chunk's seq_len columns) and the LDA sums."""
+    k, L = p_pos_hist.shape
+    for c in range(k):
+        soft[c] += acc[c]
+        hard[c] += p_hard[c]
+        stored[c] += p_stored[c]
+        wsum[c] += p_wsum[c]
+        acc[c] = 0.0
+        p_hard[c] = 0
+        p_stored[c] = 0
+        p_wsum[c] = 0.0
+        for j in range(L):
+            pos_hist[c, j] += p_pos_hist[c, j]
+            p_pos_hist[c, j] = 0.0
+        for j in range(xsum.shape[1]):
+            xsum[c, j] += p_xsum[c, j]
+            p_xsum[c, j] = 0.0
+    acc[k] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def merge_table(keys, weights, p_keys, p_w, used, n_used):
+    """A chunk's pair table (its first ``n_used`` used slots ``used``, in the order they were taken)
+    into the table ``keys`` / ``weights`` (as :func:`merge_pairs`; the caller keeps it at most half
+    full), emptying the chunk's table as it goes. Returns how many keys were new."""
+    added = 0
+    mask = len(keys) - 1
+    for u in range(n_used):
+        if u + AHEAD < n_used:
+            h = _slot_of(p_keys[used[u + AHEAD]], mask)
+            _prefetch(keys, h)
+            _prefetch(weights, h)
+        s = used[u]
+        if _pair_add(keys, weights, p_keys[s], p_w[s]) >= 0:
+            added += 1
+        p_keys[s] = -1
+    return added
+
+
 @njit(cache=True, nogil=True)
 def merge_pairs(keys, weights, new_keys, new_weights):
     """Add (key, weight) pairs, in order, into the hash table ``keys`` / ``weights`` (as

@@ -225,33 +225,39 @@ class UsageStats(_Stateful):
         self._n_pairs = 0
         self._compact: tuple[np.ndarray, np.ndarray] | None = None
 
-    def add(self, parts: "ChunkParts", valid_tokens: np.ndarray) -> None:
-        """Merge chunks: the workers' membership sums, log-likelihoods, counts and pairs, and the
-        tokens at the chunks' assigned positions."""
-        acc = parts.acc
-        self.soft += acc[:self.k]
-        self.loglik += acc[self.k] - len(valid_tokens) * np.log(self.k)
-        self.n_positions += len(valid_tokens)
-        self.hard += parts.hard
-        self.stored += parts.stored
-        L = parts.pos_hist.shape[1]
-        if self.pos_hist.shape[1] < L:
-            self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, L - self.pos_hist.shape[1])))
-        self.pos_hist[:, :L] += parts.pos_hist
+    def fit_positions(self, seq_len: int) -> None:
+        """Room in the position histogram for sequences of ``seq_len``."""
+        if self.pos_hist.shape[1] < seq_len:
+            self.pos_hist = np.pad(self.pos_hist, ((0, 0), (0, seq_len - self.pos_hist.shape[1])))
+
+    def add_tokens(self, valid_tokens: np.ndarray) -> None:
+        """Count the tokens at a chunk's assigned positions."""
         if len(valid_tokens):
             top = int(valid_tokens.max())
             if top >= len(self.token_counts):
                 self.token_counts = np.pad(self.token_counts, (0, top + 1 - len(self.token_counts)))
             kernels.add_counts(self.token_counts, valid_tokens)  # not a bincount over the vocabulary
-        for keys, weights in parts.pairs():
-            self._merge(keys, weights)
 
-    def _merge(self, keys: np.ndarray, weights: np.ndarray) -> None:
+    def take_pairs(self, parts: "ChunkParts") -> None:
+        """A chunk's (token, cluster) pairs into the table, in the order the chunk added them: those it
+        spilled, then its table's (``soft_cluster_kernels.merge_table``), which is left empty."""
+        for keys, weights in parts.spilled:
+            self._merge(keys, weights)
+        parts.spilled = []
+        n = int(parts.fill[0])
+        if n:
+            self._merge(np.zeros(0, dtype=np.int64), np.zeros(0), room=n)
+            self._n_pairs += kernels.merge_table(self.pair_keys, self.pair_weights, parts.pair_keys, parts.pair_w,
+                                                 parts.used, n)
+            parts.fill[0] = 0
+
+    def _merge(self, keys: np.ndarray, weights: np.ndarray, room: int = 0) -> None:
         """Pairs into the table in one numba call (sorting the pairs seen so far with the new ones,
         as np.unique did every million pairs, cost more than the products at k = 512 on text's
-        thousands of distinct tokens per chunk). The table doubles before it could pass half full."""
+        thousands of distinct tokens per chunk). The table doubles before it could pass half full
+        (with ``room`` more pairs to come)."""
         self._compact = None
-        need = self._n_pairs + len(keys)
+        need = self._n_pairs + len(keys) + room
         if 2 * need > len(self.pair_keys):
             self._resize(max(2 * need, 2 * len(self.pair_keys)))
         self._n_pairs += kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
@@ -327,11 +333,6 @@ class LdaStats(_Stateful):
             state = {**state, f"{prefix}res_heap": np.empty(len(state[f"{prefix}res_key"]), dtype=np.int64)}
             kernels.heapify(state[f"{prefix}res_heap"], state[f"{prefix}res_key"])
         super().load_state(state, prefix)
-
-    def add_sums(self, parts: ChunkParts) -> None:
-        """Merge the workers' weighted sums."""
-        self.xsum += parts.xsum
-        self.wsum += parts.wsum
 
     def add_sample(self, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
         """Offer reservoir candidates (raw vectors), in order: the ``lda_sample`` smallest keys stay,

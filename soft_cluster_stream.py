@@ -99,7 +99,9 @@ def warm_up() -> None:
         for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
             phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, scorer, np.zeros(8, dtype=np.int32), 2, 0.05,
                          2, 0.5, chunk_key_bases(0, 0), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
-    LdaStats(k, d, 10).add_sample(np.zeros(1), x[:1], np.zeros(1, dtype=np.int32), inv[:1])
+    stats = Phase2Stats(UsageStats(k), Exemplars(k, 2, 1, 2), Exemplars(k, 2, 1, 2), LdaStats(k, d, 10))
+    stats.add_chunk(parts, np.zeros(4, dtype=np.int32))  # the sums, token counts and the pair table's merge
+    stats.lda.add_sample(np.zeros(1), x[:1], np.zeros(1, dtype=np.int32), inv[:1])
     one = np.zeros(1, dtype=np.int32)
     cm = ChunkMemberships(0, one, one, one, np.ones(1, dtype=np.float32), np.zeros((1, 2), dtype=np.int32),
                           np.ones((1, 2), dtype=bool))
@@ -261,6 +263,19 @@ class Phase2Stats:
 
     def nbytes(self) -> int:
         return sum(int(v.nbytes) for p, a in self.parts() for v in a.state(p).values())
+
+    def add_chunk(self, parts: ChunkParts, valid_tokens: np.ndarray) -> None:
+        """Merge a chunk: its sums (one numba call, ``soft_cluster_kernels.add_chunk_sums``),
+        log-likelihood, tokens (those at its assigned positions) and (token, cluster) pairs, leaving
+        ``parts`` zeroed and empty for reuse."""
+        u, k = self.usage, self.usage.k
+        u.loglik += parts.acc[k] - len(valid_tokens) * np.log(k)
+        u.n_positions += len(valid_tokens)
+        u.fit_positions(parts.pos_hist.shape[1])
+        kernels.add_chunk_sums(u.soft, u.hard, u.stored, u.pos_hist, self.lda.xsum, self.lda.wsum, parts.acc,
+                               parts.hard, parts.stored, parts.pos_hist, parts.xsum, parts.wsum)
+        u.add_tokens(valid_tokens)
+        u.take_pairs(parts)
 
 
 def write_memberships(path: Path, cm: ChunkMemberships, chunk: ActivationChunk, k: int, cfg: SoftClusterConfig) -> None:
@@ -481,9 +496,7 @@ def assign_all(source: ChunkSource, centres: np.ndarray, cfg: SoftClusterConfig,
     def finish() -> None:
         i, fut, parts, _ = inflight.popleft()
         res = fut.result()
-        stats.usage.add(parts, res["tokens"])
-        stats.lda.add_sums(parts)
-        parts.clear()
+        stats.add_chunk(parts, res["tokens"])
         free.append(parts)
         stats.top.offer(res["top"])
         stats.random.offer(res["random"])

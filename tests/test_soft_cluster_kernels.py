@@ -315,6 +315,40 @@ def test_exemplar_lists_keep_the_largest_keys_earlier_first_whatever_the_batches
                 assert (a[c][filled].reshape(filled.sum(), -1) == np.array(want)[:, None]).all()
 
 
+def test_a_chunks_sums_add_as_numpy_and_leave_its_parts_zeroed():
+    from soft_cluster_stats import ChunkParts, Exemplars, LdaStats, UsageStats
+    from soft_cluster_stream import Phase2Stats
+
+    rng = np.random.default_rng(9)
+    k, d, L = 6, 5, 7
+    stats = Phase2Stats(UsageStats(k), Exemplars(k, 1, 1, 1), Exemplars(k, 1, 1, 1), LdaStats(k, d, 10))
+    stats.usage.pos_hist = rng.random((k, L + 2))  # wider: an earlier chunk's sequences were longer
+    for a in (stats.usage.soft, stats.lda.xsum, stats.lda.wsum):
+        a[...] = rng.random(a.shape)
+    stats.usage.hard[:], stats.usage.stored[:] = rng.integers(0, 9, k), rng.integers(0, 9, k)
+    parts = ChunkParts.zeros(k, L, d)
+    for a in (parts.acc, parts.pos_hist, parts.xsum, parts.wsum):
+        a[...] = rng.random(a.shape)
+    parts.hard[:], parts.stored[:] = rng.integers(0, 9, k), rng.integers(0, 9, k)
+    tokens = rng.integers(0, 20, 30).astype(np.int32)
+    before = {n: np.array(getattr(o, n)) for o in (stats.usage, stats.lda) for n in ("soft", "hard", "stored",
+                                                                                     "pos_hist", "xsum", "wsum")
+              if hasattr(o, n)}
+    want = {"soft": before["soft"] + parts.acc[:k], "hard": before["hard"] + parts.hard,
+            "stored": before["stored"] + parts.stored, "xsum": before["xsum"] + parts.xsum,
+            "wsum": before["wsum"] + parts.wsum, "pos_hist": before["pos_hist"].copy()}
+    want["pos_hist"][:, :L] += parts.pos_hist
+    loglik = parts.acc[k] - len(tokens) * np.log(k)
+    stats.add_chunk(parts, tokens)
+    for name, w in want.items():
+        got = getattr(stats.lda if name in ("xsum", "wsum") else stats.usage, name)
+        np.testing.assert_array_equal(got, w, err_msg=name)  # the same additions: equal to the bit
+    assert stats.usage.loglik == loglik and stats.usage.n_positions == len(tokens)
+    np.testing.assert_array_equal(stats.usage.token_counts, np.bincount(tokens))
+    for a in (parts.acc, parts.pos_hist, parts.xsum, parts.wsum, parts.hard, parts.stored):
+        assert not a.any()
+
+
 def test_add_counts_is_a_bincount_in_place():
     ids = np.random.default_rng(0).integers(50, size=1000).astype(np.int32)
     counts = np.arange(60, dtype=np.int64)
@@ -323,13 +357,16 @@ def test_add_counts_is_a_bincount_in_place():
 
 
 def test_token_pairs_sum_as_one_bincount_across_growth_and_checkpoints():
-    """The statistics' (token, cluster) table against np.unique + bincount over every chunk's pairs in
-    order (the same additions in the same order: equal to the bit), through several doublings of
-    the table, a checkpoint taken over as it is and one in the sorted layout of earlier versions."""
+    """The statistics' (token, cluster) table against plain sums of every chunk's pairs in order (the
+    same additions in the same order: equal to the bit), both those a chunk spilled and those left in
+    its own table, through several doublings of the table, a checkpoint taken over as it is and one
+    in the sorted layout of earlier versions."""
     from soft_cluster_stats import ChunkParts, UsageStats
 
     rng = np.random.default_rng(5)
     chunks = [(rng.integers(0, 40_000 * (i + 1), size=30_000), rng.random(30_000)) for i in range(6)]
+    for keys, _ in chunks:  # repeats within the chunk's own table too (it holds up to 2^13 distinct keys)
+        keys[15_000:] = keys[15_000:] % 6000 + 20_000 * np.arange(15_000) % 3
     usage = UsageStats(64)
     sizes = []
     for i, (keys, w) in enumerate(chunks):
@@ -343,14 +380,30 @@ def test_token_pairs_sum_as_one_bincount_across_growth_and_checkpoints():
             state["u.pair_keys"], state["u.pair_weights"] = usage.pairs()
             old.load_state(state, "u.")
             usage = old
-        parts = ChunkParts.zeros(64, 1, 1, 8)  # the sums are not under test here
-        parts.spilled = [(keys, w)]
-        usage.add(parts, np.zeros(0, dtype=np.int32))
+        parts = ChunkParts.zeros(64, 1, 1, 2 ** 14)  # the sums are not under test here
+        half = len(keys) // 2  # spilled, then the rest still in the chunk's own table
+        parts.spilled = [(keys[:half], w[:half])]
+        for key, v in zip(keys[half:].tolist(), w[half:].tolist()):
+            h = kernels._pair_add(parts.pair_keys, parts.pair_w, key, v)
+            if h >= 0:
+                parts.used[parts.fill[0]] = h
+                parts.fill[0] += 1
+        usage.take_pairs(parts)
+        assert parts.fill[0] == 0 and (parts.pair_keys == -1).all() and not parts.spilled  # emptied
         sizes.append(len(usage.pair_keys))
     assert len(set(sizes)) >= 3  # it grew
-    want_keys, inv = np.unique(np.concatenate([c[0] for c in chunks]), return_inverse=True)
-    want_w = np.bincount(inv, weights=np.concatenate([c[1] for c in chunks]))
+    want = {}  # the same additions in the same order: each spilled pair, then each of the chunk's table's sums
+    for keys, w in chunks:
+        half = len(keys) // 2
+        for key, v in zip(keys[:half].tolist(), w[:half].tolist()):
+            want[key] = want.get(key, 0.0) + v
+        table = {}
+        for key, v in zip(keys[half:].tolist(), w[half:].tolist()):
+            table[key] = table.get(key, 0.0) + v
+        for key, v in table.items():  # in the order the keys took their slots
+            want[key] = want.get(key, 0.0) + v
+    want_keys = np.array(sorted(want))
     keys, w = usage.pairs()
     np.testing.assert_array_equal(keys, want_keys)
-    np.testing.assert_array_equal(w, want_w)
+    np.testing.assert_array_equal(w, [want[q] for q in want_keys.tolist()])
     assert usage._n_pairs == len(want_keys) and 2 * len(want_keys) <= len(usage.pair_keys)
