@@ -370,7 +370,7 @@ def _pair_add(keys, weights, key, w):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, base_lda, below, base_rand, top_floor,
+def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, key_lda, below, key_rand, top_floor,
                 rand_floor, rows, clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys,
                 pair_w, fill, used, lda_idx, lda_key, top_idx, rand_idx, rand_key, buf_c, buf_v, z, count, arg):
     """Phase 2 on one tile after the product, one pass per row of e = exp(scaled similarities)
@@ -383,10 +383,10 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, b
     * stored entries: membership mass per position in the sequence into pos_hist [k, seq_len],
       counts into stored [k], (token * k + cluster) mass into the hash table pair_keys / pair_w
       (``fill[0]`` counts its used slots, listed in ``used``), entries above their cluster's exemplar floor -> top_idx;
-    * positions: top-cluster counts into hard [k]; random keys (:func:`_unit_key` of the flat
-      position from ``base_rand``) above the cluster's reservoir floor -> rand_idx / rand_key;
-      confident positions (top_v >= lda_min) add top_v * x to xsum [k, d] and top_v to wsum [k], and
-      those with an LDA key (from ``base_lda``) below ``below`` -> lda_idx / lda_key.
+    * positions: top-cluster counts into hard [k]; random keys ``key_rand`` above the cluster's
+      reservoir floor -> rand_idx / rand_key; confident positions (top_v >= lda_min) add top_v * x to
+      xsum [k, d] and top_v to wsum [k], and those with an LDA key ``key_lda`` below ``below`` ->
+      lda_idx / lda_key.
 
     ``z``, ``count``, ``arg``: scratch of :func:`_scan_rows`, n rows at least.
     Returns (nnz, n_lda, n_top, n_rand): how much of each output was written."""
@@ -428,7 +428,7 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, b
         top[i] = c
         top_v[i] = w
         hard[c] += 1
-        kr = _unit_key(base_rand, sel[i])
+        kr = key_rand[i]
         if kr > rand_floor[c]:
             rand_idx[n_rand] = i
             rand_key[n_rand] = kr
@@ -437,7 +437,7 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, b
             wsum[c] += w
             for j in range(d):
                 xsum[c, j] += w * x[i, j]
-            kl = _unit_key(base_lda, sel[i])
+            kl = key_lda[i]
             if kl < below:
                 lda_idx[n_lda] = i
                 lda_key[n_lda] = kl
@@ -450,7 +450,8 @@ def phase2_rows(e, e_bits, x, sel, tokens, threshold, top_m, seq_len, lda_min, b
 def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, sq, scale, bits, smax, tokens,
                  threshold, top_m, seq_len, lda_min, base_lda, below, base_rand, top_floor, rand_floor, rows, seq, pos,
                  clusters, values, top, top_v, acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used,
-                 lda_idx, lda_key, top_idx, rand_idx, rand_key, counts, buf_c, buf_v, z, count, arg):
+                 lda_idx, lda_key, top_idx, rand_idx, rand_key, counts, buf_c, buf_v, z, count, arg, key_lda,
+                 key_rand):
     """Phase 2 of a block of a chunk, sub-tile by sub-tile of ``len(x)`` rows, so a sub-tile's
     vectors and scores stay in the core's cache from the read to the row kernel, with no Python in
     between: gather rows ``flat - base`` of the block ``src`` (uint16 float16 bits or float32) into
@@ -460,7 +461,8 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
     (``rows``: a sub-tile's scratch; the entries' sequence and position in the chunk go into ``seq`` /
     ``pos``; candidates' rows are into ``flat``, not the sub-tile, the LDA and random candidates' keys
     into ``lda_key`` / ``rand_key``; ``counts``: entries, LDA, top and random candidates written so
-    far). ``below`` [1], ``top_floor`` and ``rand_floor`` are read as
+    far; ``key_lda`` / ``key_rand``: a sub-tile's scratch for its rows' keys, :func:`_unit_key` of
+    their flat positions from ``base_lda`` / ``base_rand``). ``below`` [1], ``top_floor`` and ``rand_floor`` are read as
     the rows come: another thread may lower / raise them meanwhile.
 
     Starts at row ``start``; returns len(flat) when done, the first row not done when the pair table
@@ -476,8 +478,8 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
         r = hi - lo
         if fill[0] + r * top_m > half:
             return lo
-        xs, es = x[:r], e[:r]
-        _load_sub(src, flat[lo:hi], base, xs, sq)
+        xs, es, sub = x[:r], e[:r], flat[lo:hi]
+        _load_sub(src, sub, base, xs, sq)
         for i in range(r):
             q = sq[i]
             if not np.isfinite(q):
@@ -499,10 +501,14 @@ def phase2_block(src, flat, base, start, centres_t, inv_t, shift, x, e, e_bits, 
             for i in range(r):
                 scale[i] *= np.float32(inv_t)
         exp_rows(es, scale, bits)
+        for i in range(r):  # apart from the row kernel's branches, so the 64-bit hashes vectorise
+            key_lda[i] = _unit_key(base_lda, sub[i])
+        for i in range(r):
+            key_rand[i] = _unit_key(base_rand, sub[i])
         c0, c1, c2, c3 = counts[0], counts[1], counts[2], counts[3]
         nnz, n_lda, n_top, n_rand = phase2_rows(
-            es, e_bits[:r], xs, flat[lo:hi], tokens, threshold, top_m, seq_len, lda_min, base_lda, below[0],
-            base_rand, top_floor, rand_floor, rows, clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
+            es, e_bits[:r], xs, sub, tokens, threshold, top_m, seq_len, lda_min, key_lda[:r], below[0],
+            key_rand[:r], top_floor, rand_floor, rows, clusters[c0:], values[c0:], top[lo:hi], top_v[lo:hi],
             acc, pos_hist, stored, hard, xsum, wsum, pair_keys, pair_w, fill, used, lda_idx[c1:], lda_key[c1:],
             top_idx[c2:], rand_idx[c3:], rand_key[c3:], buf_c, buf_v, z, count, arg)
         for a in range(nnz):

@@ -305,6 +305,7 @@ class TileBuffers:
         self.sq, self.scale, self.smax = (np.empty(rows, dtype=np.float32) for _ in range(3))
         self.bits, self.rows = np.empty(k, dtype=np.int32), np.empty(rows * top_m, dtype=np.int64)
         self.z, self.count, self.arg = np.empty(rows), np.empty(rows, dtype=np.int32), np.empty(rows, dtype=np.int32)
+        self.key_lda, self.key_rand = np.empty(rows), np.empty(rows)
         self.buf_c, self.buf_v = np.empty(top_m, dtype=np.int32), np.empty(top_m, dtype=np.float32)
 
     @property
@@ -347,7 +348,8 @@ def phase2_block(block: np.ndarray, sel: np.ndarray, base: int, scorer: Scorer, 
             np.float32(threshold), m, seq_len, np.float32(lda_min), np.uint64(key_bases[0]), below,
             np.uint64(key_bases[1]), top_floor, rand_floor, buf.rows, seq, pos, cls, vals, top, top_v, parts.acc,
             parts.pos_hist, parts.stored, parts.hard, parts.xsum, parts.wsum, parts.pair_keys, parts.pair_w,
-            parts.fill, parts.used, li, lk, ti, ri, rk, counts, buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg)
+            parts.fill, parts.used, li, lk, ti, ri, rk, counts, buf.buf_c, buf.buf_v, buf.z, buf.count, buf.arg,
+            buf.key_lda, buf.key_rand)
         if start < 0:  # a row holds NaN/inf: the error names the file, the count and the first
             bad = sel[-1 - start:]
             check_finite(name, bad, np.square(block[bad - base], dtype=np.float32).sum(axis=1), seq_len)
