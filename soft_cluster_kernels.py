@@ -672,6 +672,36 @@ def insert_exemplars(key, loc, value, ctx_tokens, ctx_values, others_c, others_v
 
 
 @njit(cache=True, nogil=True)
+def stepwise_em_step(s, n, centres, rx_parts, r, count, eta, shift):
+    """One stepwise-EM step in place, in one pass over [k, d] (:meth:`vmf.StepwiseEM.update`): with
+    the chunk's mean statistics r / count and (sum over workers of the float32 ``rx_parts``) /
+    count, s <- (1 - eta) s + eta r̄x, n <- (1 - eta) n + eta r̄, each centre with |s| > 1e-12 <-
+    s / |s| (float32; the others keep their place), shift[c] = 1 - cos(old, new) in float64;
+    ``rx_parts`` zeroed for the next chunk."""
+    k, d = s.shape
+    a = 1.0 - eta
+    for c in range(k):
+        n[c] = a * n[c] + eta * (r[c] / count)
+        ss = 0.0
+        for j in range(d):
+            t = 0.0
+            for w in range(rx_parts.shape[0]):
+                t += np.float64(rx_parts[w, c, j])
+                rx_parts[w, c, j] = 0.0
+            v = a * s[c, j] + eta * (t / count)
+            s[c, j] = v
+            ss += v * v
+        norm = np.sqrt(ss)
+        dot = 0.0
+        for j in range(d):
+            old = np.float64(centres[c, j])
+            if norm > 1e-12:
+                centres[c, j] = np.float32(s[c, j] / norm)
+            dot += np.float64(centres[c, j]) * old
+        shift[c] = 1.0 - dot
+
+
+@njit(cache=True, nogil=True)
 def sift_down(heap, key, i):
     """Restore the max-heap ``heap`` (slots ordered by ``key[slot]``, the largest first) below node i."""
     n = len(heap)

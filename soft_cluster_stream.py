@@ -99,6 +99,7 @@ def warm_up() -> None:
         for dtype in (np.float16, np.float32):  # phase2_block makes its arrays read-only: one compile each
             phase2_block(np.ones((4, d), dtype=dtype), np.arange(4), 0, scorer, np.zeros(8, dtype=np.int32), 2, 0.05,
                          2, 0.5, chunk_key_bases(0, 0), (0.5, np.zeros(k), np.zeros(k)), parts, buf)
+    StepwiseEM.start(np.eye(k, d, dtype=np.float32)).update(np.ones(k), np.zeros((2, k, d), dtype=np.float32), 4, 0.6)
     stats = Phase2Stats(UsageStats(k), Exemplars(k, 2, 1, 2), Exemplars(k, 2, 1, 2), LdaStats(k, d, 10))
     stats.add_chunk(parts, np.zeros(4, dtype=np.int32))  # the sums, token counts and the pair table's merge
     stats.lda.add_sample(np.zeros(1), x[:1], np.zeros(1, dtype=np.int32), inv[:1])
@@ -188,7 +189,8 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
     """Phase 1: online vMF-mixture centres, one stepwise-EM update per chunk, up to n_epochs passes."""
     inv_t = 1.0 / cfg.temperature
     if state is not None and int(state["phase"]) == 1:
-        em = StepwiseEM(state["centres"], state["s"], state["n"], int(state["t"]))
+        em = StepwiseEM(np.array(state["centres"], dtype=np.float32), np.array(state["s"], dtype=np.float64),
+                        np.array(state["n"], dtype=np.float64), int(state["t"]))  # copies: updated in place
         epoch0, chunk0 = int(state["epoch"]), int(state["next_chunk"])
         start, history = state["epoch_start"], [tuple(r) for r in state["history"]]
         epoch_shift = [float(v) for v in state["epoch_shift"]]
@@ -219,14 +221,12 @@ def fit_centres(source: ChunkSource, cfg: SoftClusterConfig, ignore: np.ndarray,
                 flat = sample_positions(valid_positions(chunk, ignore), cfg.max_points,
                                         np.random.default_rng([cfg.seed, 1, epoch, i]))
                 scorer = Scorer(em.centres, inv_t)
-                rx_parts[:] = 0
                 sums = pool.map_chunk(chunk, flat, plan.rows(chunk, state_bytes),
                                       lambda w, t: estep_sums(t.x, t.inv_norm, scorer, rx_parts[w], (t.e, t.kd)))
                 r, ll = np.zeros(k), 0.0
                 for br, bll in sums:
                     r, ll = r + br, ll + bll
-                rx = rx_parts.astype(np.float64).sum(axis=0)
-                eta, shift = em.update(r / len(flat), rx / len(flat), cfg.step_decay)
+                eta, shift = em.update(r, rx_parts, len(flat), cfg.step_decay)  # rx_parts zeroed
                 history.append((epoch, i, em.t, eta, float(shift.max()), float(shift.mean()), ll / len(flat), len(flat)))
                 if (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(source):
                     save(epoch, i + 1)

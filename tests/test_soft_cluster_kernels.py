@@ -161,6 +161,39 @@ def test_phase2_block_matches_numpy(t, thr, m, dtype):
     assert parts.fill[0] == 0 and (parts.pair_keys == -1).all()  # taken: the table is empty again
 
 
+def test_stepwise_em_step_matches_the_numpy_formulas():
+    from vmf import StepwiseEM
+
+    rng = np.random.default_rng(10)
+    k, d, workers, count, decay = 7, 33, 2, 500, 0.6
+    c = rng.standard_normal((k, d)).astype(np.float32)
+    em = StepwiseEM.start(c / np.linalg.norm(c, axis=1, keepdims=True))
+    em.s[:] = rng.standard_normal((k, d))
+    em.s[3] = 0.0  # a centre no point has reached yet
+    em.n[:] = rng.random(k)
+    em.t = 4
+    rx_parts = rng.standard_normal((workers, k, d)).astype(np.float32)
+    rx_parts[:, 3] = 0.0
+    r = rng.random(k) * count
+    s0, n0, c0 = em.s.copy(), em.n.copy(), em.centres.copy()
+    eta = (4 + 2.0) ** -decay
+    want_s = (1 - eta) * s0 + eta * (rx_parts.astype(np.float64).sum(axis=0) / count)
+    want_n = (1 - eta) * n0 + eta * (r / count)
+    norms = np.linalg.norm(want_s, axis=1)
+    want_c = c0.copy()
+    want_c[norms > 1e-12] = (want_s / np.maximum(norms, 1e-300)[:, None])[norms > 1e-12].astype(np.float32)
+    got_eta, shift = em.update(r, rx_parts, count, decay)
+    assert got_eta == eta and em.t == 5
+    np.testing.assert_array_equal(em.s, want_s)  # the same operations, element by element
+    np.testing.assert_array_equal(em.n, want_n)
+    np.testing.assert_allclose(em.centres, want_c, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(em.centres[3], c0[3])
+    want_shift = 1.0 - np.einsum("ij,ij->i", em.centres.astype(np.float64), c0.astype(np.float64))
+    np.testing.assert_allclose(shift, want_shift, atol=1e-12)
+    assert abs(shift[3]) < 1e-6 and shift.max() > 0.01
+    assert not rx_parts.any()  # zeroed for the next chunk
+
+
 def test_position_keys_are_uniform_independent_and_depend_on_the_position_only():
     from scipy import stats
 
