@@ -7,7 +7,10 @@ memory. The peer is the machine's matmul roofline measured in the same run, righ
 case: numpy float32 GEMM (2048³) GFLOP/s with the same BLAS threads. Reported: the pass's useful
 GFLOP/s and its ratio to the roofline (target >= 0.5). A phase-1 pass is one epoch resumed from a
 checkpoint-like state (initialisation left out); phase 2 runs without writing membership files.
-Best of three runs of each.
+Best of five runs of each: the roofline is the highest of 3 GEMMs before each of those runs (60 per
+case), and with three runs of each pass (until 2026-11-23) a busy minute of this shared machine
+could leave a pass no quiet run against a roofline that had had many (the same code's ratios moved
+by up to 0.15 between runs an hour apart).
 
 Phase 2 is timed three times: *warm*, resumed with statistics that have already seen four times as
 many other positions (reservoir and exemplar lists full and rarely beaten, as in the bulk of a long
@@ -225,7 +228,7 @@ def phase2_breakdown(run, state: dict, n_pos: int) -> dict[str, float]:
     return {name: round(v / n_pos * 1e6, 3) for name, v in cpu.items()}
 
 
-def throughput(d: int, k: int, n_vectors: int, reps: int = 3, warm_passes: int = 4) -> dict:
+def throughput(d: int, k: int, n_vectors: int, reps: int = 5, warm_passes: int = 4) -> dict:
     n_seq = max(1, 8192 // SEQ_LEN)
     n_chunks = max(1, n_vectors // (n_seq * SEQ_LEN))
     cen = centres_for(d)
@@ -385,7 +388,7 @@ def _cell(r: dict, key: str) -> str:
 def report(rows: list[dict], mem: list[dict], stamp: str, cores: int, path: Path) -> None:
     """Write the markdown tables of a run (also from a saved JSON: ``--render JSON``)."""
     lines = [f"# Soft clustering benchmark: {stamp}, {cores} cores", "",
-             "Throughput per pass on float16 chunks in memory, best of 3; roofline = numpy float32 GEMM 2048³ GFLOP/s "
+             "Throughput per pass on float16 chunks in memory, best of 5; roofline = numpy float32 GEMM 2048³ GFLOP/s "
              "on all cores, measured before every run (the highest kept); ratio = the pass's useful GFLOP/s (phase 1: "
              "4kd, phase 2: 2kd per vector) / roofline; target >= 0.5. Phase 2 = memberships, sparse selection and every "
              "per-cluster statistic (no files written): *warm* resumes with statistics that have seen 4x as many other "
