@@ -324,6 +324,7 @@ def memory_worker(mode: str, budget_gb: float, times: float, d: int, k: int, dir
 
 
 def measure_memory(mode: str, budget_gb: float, times: float, d: int, k: int) -> dict:
+    (ROOT / "data").mkdir(exist_ok=True)  # git-ignored: absent on a fresh clone
     with tempfile.TemporaryDirectory(dir=ROOT / "data") as tmp:
         if mode == "disk":
             n_seq, cen = 256, centres_for(d)
