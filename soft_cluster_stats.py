@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import soft_cluster_kernels as kernels
+import soft_cluster_stats_kernels as stats_kernels
 
 
 
@@ -56,13 +57,13 @@ class ChunkMemberships:
         """For exemplars (seq, pos, cluster): tokens of the window around them (-1 outside the
         sequence or on unassigned positions), the cluster's membership at each window position,
         and every stored (cluster, membership) at the exemplar's own position
-        (``soft_cluster_kernels.exemplar_context``)."""
+        (``soft_cluster_stats_kernels.exemplar_context``)."""
         n = len(seq)
         tokens, values = np.empty((n, 2 * window + 1), dtype=np.int32), np.empty((n, 2 * window + 1), dtype=np.float32)
         others_c, others_v = np.empty((n, top_m), dtype=np.int32), np.empty((n, top_m), dtype=np.float32)
         if not n:
             return tokens, values, others_c, others_v
-        kernels.exemplar_context(*self._tables(), *(kernels.read_only(np.asarray(a, dtype=np.int32))
+        stats_kernels.exemplar_context(*self._tables(), *(kernels.read_only(np.asarray(a, dtype=np.int32))
                                                     for a in (seq, pos, cluster)),
                                  k, tokens, values, others_c, others_v)
         return tokens, values, others_c, others_v
@@ -88,8 +89,8 @@ class ExemplarCandidates:
         """Chunk ``cm``'s candidates (``seq``, ``pos``, ``cluster``, ``key``, membership ``value``, in
         order) for lists of ``n`` per cluster: those among their cluster's n largest keys in the
         chunk (no other can make the lists, whatever comes before or after), with their context
-        (one numba call: ``soft_cluster_kernels.exemplar_candidates``)."""
-        return cls(*kernels.exemplar_candidates(cm.chunk, seq, pos, cluster, key, value, n, k, *cm._tables(),
+        (one numba call: ``soft_cluster_stats_kernels.exemplar_candidates``)."""
+        return cls(*stats_kernels.exemplar_candidates(cm.chunk, seq, pos, cluster, key, value, n, k, *cm._tables(),
                                                 2 * window + 1, top_m))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
@@ -122,10 +123,10 @@ class Exemplars(_Stateful):
 
     def offer(self, cand: "ExemplarCandidates") -> None:
         """Candidates in the order the chunks came: the ``n`` largest keys per cluster stay (ties:
-        earlier first), the new ones with their context (``soft_cluster_kernels.insert_exemplars``)."""
+        earlier first), the new ones with their context (``soft_cluster_stats_kernels.insert_exemplars``)."""
         if self.n == 0 or not len(cand.key):
             return
-        kernels.insert_exemplars(self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
+        stats_kernels.insert_exemplars(self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
                                  self.others_v, *cand.arrays())
 
     def records(self, c: int, decode, sequence_ids) -> list[dict]:
@@ -236,18 +237,18 @@ class UsageStats(_Stateful):
             top = int(valid_tokens.max())
             if top >= len(self.token_counts):
                 self.token_counts = np.pad(self.token_counts, (0, top + 1 - len(self.token_counts)))
-            kernels.add_counts(self.token_counts, valid_tokens)  # not a bincount over the vocabulary
+            stats_kernels.add_counts(self.token_counts, valid_tokens)  # not a bincount over the vocabulary
 
     def take_pairs(self, parts: "ChunkParts") -> None:
         """A chunk's (token, cluster) pairs into the table, in the order the chunk added them: those it
-        spilled, then its table's (``soft_cluster_kernels.merge_table``), which is left empty."""
+        spilled, then its table's (``soft_cluster_stats_kernels.merge_table``), which is left empty."""
         for keys, weights in parts.spilled:
             self._merge(keys, weights)
         parts.spilled = []
         n = int(parts.fill[0])
         if n:
             self._merge(np.zeros(0, dtype=np.int64), np.zeros(0), room=n)
-            self._n_pairs += kernels.merge_table(self.pair_keys, self.pair_weights, parts.pair_keys, parts.pair_w,
+            self._n_pairs += stats_kernels.merge_table(self.pair_keys, self.pair_weights, parts.pair_keys, parts.pair_w,
                                                  parts.used, n)
             parts.fill[0] = 0
 
@@ -260,7 +261,7 @@ class UsageStats(_Stateful):
         need = self._n_pairs + len(keys) + room
         if 2 * need > len(self.pair_keys):
             self._resize(max(2 * need, 2 * len(self.pair_keys)))
-        self._n_pairs += kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
+        self._n_pairs += stats_kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
 
     def _resize(self, least: int) -> None:
         """A table of at least ``least`` (and 2^16) slots holding the same pairs: each weight moves as
@@ -268,7 +269,7 @@ class UsageStats(_Stateful):
         keys, weights = self.pair_keys, self.pair_weights
         slots = 1 << max(16, int(least - 1).bit_length())
         self.pair_keys, self.pair_weights = np.full(slots, -1, dtype=np.int64), np.zeros(slots)
-        self._n_pairs = kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
+        self._n_pairs = stats_kernels.merge_pairs(self.pair_keys, self.pair_weights, keys, weights)
 
     def load_state(self, state: dict[str, np.ndarray], prefix: str) -> None:
         """Also takes over the sorted unique pairs earlier versions saved: they fill their arrays, so
@@ -331,14 +332,14 @@ class LdaStats(_Stateful):
         """Also rebuilds the heap where a state has none."""
         if f"{prefix}res_heap" not in state:
             state = {**state, f"{prefix}res_heap": np.empty(len(state[f"{prefix}res_key"]), dtype=np.int64)}
-            kernels.heapify(state[f"{prefix}res_heap"], state[f"{prefix}res_key"])
+            stats_kernels.heapify(state[f"{prefix}res_heap"], state[f"{prefix}res_key"])
         super().load_state(state, prefix)
 
     def add_sample(self, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
         """Offer reservoir candidates (raw vectors), in order: the ``lda_sample`` smallest keys stay,
-        each new one in the slot of the largest it beats (``soft_cluster_kernels.reservoir_offer``)."""
+        each new one in the slot of the largest it beats (``soft_cluster_stats_kernels.reservoir_offer``)."""
         if len(key):
-            kernels.reservoir_offer(self.res_key, self.res_x, self.res_c, self.res_w, self.res_heap, key, raw,
+            stats_kernels.reservoir_offer(self.res_key, self.res_x, self.res_c, self.res_w, self.res_heap, key, raw,
                                     cluster, weight)
 
 

@@ -29,6 +29,7 @@ from cache import atomic_writer
 from config import SoftClusterConfig, semantic_dict
 from errors import InputError
 import soft_cluster_kernels as kernels
+import soft_cluster_stats_kernels as stats_kernels
 from soft_cluster_stats import (ChunkMemberships, ChunkParts, ExemplarCandidates, Exemplars, LdaStats, UsageStats,
                                 pair_slots)
 import soft_cluster_tiles
@@ -276,14 +277,14 @@ class Phase2Stats:
         return sum(int(v.nbytes) for p, a in self.parts() for v in a.state(p).values())
 
     def add_chunk(self, parts: ChunkParts, valid_tokens: np.ndarray) -> None:
-        """Merge a chunk: its sums (one numba call, ``soft_cluster_kernels.add_chunk_sums``),
+        """Merge a chunk: its sums (one numba call, ``soft_cluster_stats_kernels.add_chunk_sums``),
         log-likelihood, tokens (those at its assigned positions) and (token, cluster) pairs, leaving
         ``parts`` zeroed and empty for reuse."""
         u, k = self.usage, self.usage.k
         u.loglik += parts.acc[k] - len(valid_tokens) * np.log(k)
         u.n_positions += len(valid_tokens)
         u.fit_positions(parts.pos_hist.shape[1])
-        kernels.add_chunk_sums(u.soft, u.hard, u.stored, u.pos_hist, self.lda.xsum, self.lda.wsum, parts.acc,
+        stats_kernels.add_chunk_sums(u.soft, u.hard, u.stored, u.pos_hist, self.lda.xsum, self.lda.wsum, parts.acc,
                                parts.hard, parts.stored, parts.pos_hist, parts.xsum, parts.wsum)
         u.add_tokens(valid_tokens)
         u.take_pairs(parts)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import soft_cluster_kernels as kernels
+import soft_cluster_stats_kernels as stats_kernels
 from errors import InputError
 
 
@@ -133,12 +134,12 @@ class StepwiseEM:
         """Apply one step for a chunk of ``count`` points with memberships summing to ``r`` [k] and
         float32 sums r x [workers, k, d] (added over the workers in float64, then zeroed); returns
         (eta, per-centre shift 1 - cos(old, new)). A centre no point has reached yet (|s| <= 1e-12)
-        keeps its place. One numba pass (``soft_cluster_kernels.stepwise_em_step``): the numpy
+        keeps its place. One numba pass (``soft_cluster_stats_kernels.stepwise_em_step``): the numpy
         version's ~10 temporaries of [k, d] took ~0.25 ms a chunk, while the workers waited."""
         eta = (self.t + 2.0) ** -decay
         self.t += 1
         shift = np.empty(len(self.n))
-        kernels.stepwise_em_step(self.s, self.n, self.centres, rx_parts, np.asarray(r, dtype=np.float64),
+        stats_kernels.stepwise_em_step(self.s, self.n, self.centres, rx_parts, np.asarray(r, dtype=np.float64),
                                  float(count), eta, shift)
         return eta, shift
 
