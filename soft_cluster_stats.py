@@ -64,8 +64,8 @@ class ChunkMemberships:
         if not n:
             return tokens, values, others_c, others_v
         stats_kernels.exemplar_context(*self._tables(), *(kernels.read_only(np.asarray(a, dtype=np.int32))
-                                                    for a in (seq, pos, cluster)),
-                                 k, tokens, values, others_c, others_v)
+                                                          for a in (seq, pos, cluster)),
+                                       k, tokens, values, others_c, others_v)
         return tokens, values, others_c, others_v
 
 
@@ -91,7 +91,7 @@ class ExemplarCandidates:
         chunk (no other can make the lists, whatever comes before or after), with their context
         (one numba call: ``soft_cluster_stats_kernels.exemplar_candidates``)."""
         return cls(*stats_kernels.exemplar_candidates(cm.chunk, seq, pos, cluster, key, value, n, k, *cm._tables(),
-                                                2 * window + 1, top_m))
+                                                      2 * window + 1, top_m))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.cluster, self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
@@ -127,7 +127,7 @@ class Exemplars(_Stateful):
         if self.n == 0 or not len(cand.key):
             return
         stats_kernels.insert_exemplars(self.key, self.loc, self.value, self.ctx_tokens, self.ctx_values, self.others_c,
-                                 self.others_v, *cand.arrays())
+                                       self.others_v, *cand.arrays())
 
     def records(self, c: int, decode, sequence_ids) -> list[dict]:
         out = []
@@ -249,7 +249,7 @@ class UsageStats(_Stateful):
         if n:
             self._merge(np.zeros(0, dtype=np.int64), np.zeros(0), room=n)
             self._n_pairs += stats_kernels.merge_table(self.pair_keys, self.pair_weights, parts.pair_keys, parts.pair_w,
-                                                 parts.used, n)
+                                                       parts.used, n)
             parts.fill[0] = 0
 
     def _merge(self, keys: np.ndarray, weights: np.ndarray, room: int = 0) -> None:
@@ -340,7 +340,7 @@ class LdaStats(_Stateful):
         each new one in the slot of the largest it beats (``soft_cluster_stats_kernels.reservoir_offer``)."""
         if len(key):
             stats_kernels.reservoir_offer(self.res_key, self.res_x, self.res_c, self.res_w, self.res_heap, key, raw,
-                                    cluster, weight)
+                                          cluster, weight)
 
 
 def ledoit_wolf_cov(x: np.ndarray, block: int = 4096) -> tuple[np.ndarray, float]:

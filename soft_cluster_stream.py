@@ -285,7 +285,7 @@ class Phase2Stats:
         u.n_positions += len(valid_tokens)
         u.fit_positions(parts.pos_hist.shape[1])
         stats_kernels.add_chunk_sums(u.soft, u.hard, u.stored, u.pos_hist, self.lda.xsum, self.lda.wsum, parts.acc,
-                               parts.hard, parts.stored, parts.pos_hist, parts.xsum, parts.wsum)
+                                     parts.hard, parts.stored, parts.pos_hist, parts.xsum, parts.wsum)
         u.add_tokens(valid_tokens)
         u.take_pairs(parts)
 

@@ -140,7 +140,7 @@ class StepwiseEM:
         self.t += 1
         shift = np.empty(len(self.n))
         stats_kernels.stepwise_em_step(self.s, self.n, self.centres, rx_parts, np.asarray(r, dtype=np.float64),
-                                 float(count), eta, shift)
+                                       float(count), eta, shift)
         return eta, shift
 
     def repair(self, rng: np.random.Generator, dup_cos: float = 0.99, dead_share: float = 0.01) -> int:
