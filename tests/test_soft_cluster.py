@@ -288,7 +288,7 @@ def test_lda_reservoir_is_the_smallest_keys_of_all_confident_positions(tmp_path,
     out = tmp_path
     m = small_model(lda_sample=300, n_workers=2).fit(src, out, ignore_token_ids=[CLS])
     cfg = m.config
-    keys = []
+    keys, vectors = [], []
     for i, f in enumerate(sorted((out / "memberships").glob("chunk-*.npz"))):
         with np.load(f) as a:
             valid, idx, values = a["valid"].astype(bool), a["indices"], a["values"]
@@ -296,10 +296,18 @@ def test_lda_reservoir_is_the_smallest_keys_of_all_confident_positions(tmp_path,
         top = np.zeros(valid.size, dtype=np.float32)
         np.maximum.at(top, idx[:, 0] * valid.shape[1] + idx[:, 1], values)  # the top one is always stored
         key = kernels.position_keys(chunk_key_bases(cfg.seed, i)[0], flat)  # the LDA reservoir's keys
-        keys.append(key[top[flat] >= np.float32(cfg.lda_min_membership)])
-    keys = np.concatenate(keys)
+        confident = top[flat] >= np.float32(cfg.lda_min_membership)
+        keys.append(key[confident])
+        x = src.open(i).activations
+        vectors.append(x.reshape(-1, x.shape[-1])[flat[confident]].astype(np.float32))
+    keys, vectors = np.concatenate(keys), np.concatenate(vectors)
     assert len(keys) > 2 * cfg.lda_sample  # most candidates had to be turned away
-    np.testing.assert_array_equal(np.sort(m.stats_.lda.res_key), np.sort(keys)[:cfg.lda_sample])
+    lda = m.stats_.lda
+    np.testing.assert_array_equal(np.sort(lda.res_key), np.sort(keys)[:cfg.lda_sample])
+    # each key kept its own position's vector, as stored (the chunks' candidates were capped and
+    # compacted in reused buffers on the way)
+    at = {kv: j for j, kv in enumerate(keys)}
+    np.testing.assert_array_equal(lda.res_x, vectors[[at[kv] for kv in lda.res_key]])
 
 
 def test_the_summary_does_not_depend_on_how_many_chunks_are_in_flight(fitted, monkeypatch):
