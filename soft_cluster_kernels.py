@@ -135,6 +135,25 @@ def _load_sub_impl(src, rows, base, out, sq):
     return lambda src, rows, base, out, sq: load_rows_f32(src, rows, base, out, sq)
 
 
+def put_row(dst, s, raw, i):
+    """Inside kernels: dst[s] = float32(raw[i]), ``raw`` float32 or uint16 (float16 bits)."""
+    raise NotImplementedError
+
+
+@overload(put_row, jit_options={"nogil": True})
+def _put_row_impl(dst, s, raw, i):
+    if raw.dtype == types.uint16:
+        def put_half(dst, s, raw, i):
+            for j in range(dst.shape[1]):
+                dst[s, j] = _f32_from_half(raw[i, j])
+        return put_half
+
+    def put(dst, s, raw, i):
+        for j in range(dst.shape[1]):
+            dst[s, j] = raw[i, j]
+    return put
+
+
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
 _EXP_P = tuple(np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,

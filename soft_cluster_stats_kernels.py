@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from soft_cluster_kernels import AHEAD, pair_add, prefetch, slot_of
+from soft_cluster_kernels import AHEAD, pair_add, prefetch, put_row, slot_of
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -220,7 +220,7 @@ def heapify(heap, key):
 def reservoir_offer(res_key, res_x, res_c, res_w, heap, key, raw, cluster, weight):
     """Offer candidates, in order, to a reservoir that keeps the smallest keys: each one whose key is
     below the reservoir's largest (``heap``: its slots as a max-heap by key) takes that slot, with its
-    vector, cluster and weight. The reservoir then holds the smallest of all the keys ever offered,
+    vector (``raw``: float32, or float16 as uint16 bits), cluster and weight. The reservoir then holds the smallest of all the keys ever offered,
     whatever the batches. Returns how many were taken."""
     taken = 0
     if len(heap) == 0:
@@ -230,7 +230,7 @@ def reservoir_offer(res_key, res_x, res_c, res_w, heap, key, raw, cluster, weigh
         if not key[i] < res_key[s]:
             continue
         res_key[s] = key[i]
-        res_x[s] = raw[i]
+        put_row(res_x, s, raw, i)
         res_c[s] = cluster[i]
         res_w[s] = weight[i]
         sift_down(heap, res_key, 0)

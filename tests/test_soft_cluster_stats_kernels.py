@@ -56,8 +56,13 @@ def test_reservoir_keeps_the_smallest_keys_slot_by_slot_whatever_the_batches():
     cuts = np.sort(rng.choice(np.arange(1, total), 40, replace=False))
     for a, b in zip([0, *cuts], [*cuts, total]):
         many.add_sample(key[a:b], raw[a:b], cluster[a:b], weight[a:b])
+    half = LdaStats(9, d, n)  # float16 vectors, offered as their bits: kept as their exact float32
+    half.add_sample(key, raw.astype(np.float16).view(np.uint16), cluster, weight)
     for name in LdaStats.ARRAYS:
         np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
+        if name != "res_x":
+            np.testing.assert_array_equal(getattr(one, name), getattr(half, name), err_msg=name)
+    np.testing.assert_array_equal(half.res_x, one.res_x.astype(np.float16).astype(np.float32))
     kept = np.argsort(key)[:n]  # the n smallest keys, each with its own vector, cluster and weight
     order = np.argsort(one.res_key)
     np.testing.assert_array_equal(one.res_key[order], key[kept])
