@@ -4,8 +4,8 @@ numpy needs several full passes over a block (gather, float16 -> float32 cast, s
 divide; argmax, subtract, scale, sum, compare, nonzero, sort) where one loop over a tile that
 stays in cache does. numpy's float16 cast alone (~2 ns per element) cost more than the matrix
 products at k = 64, and ``nonzero`` more than the product at k = 512. The kernels are
-single-threaded and release the GIL: one runs per worker thread. The kernels of the statistics
-the main thread keeps (exemplar lists, reservoir, pair-table merges) are in
+single-threaded and release the GIL: one runs per worker thread. The statistics' own kernels
+(exemplar lists and contexts, the LDA reservoir, pair-table merges) are in
 ``soft_cluster_stats_kernels``.
 """
 

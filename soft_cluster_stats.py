@@ -337,8 +337,8 @@ class LdaStats(_Stateful):
 
     def add_sample(self, key: np.ndarray, raw: np.ndarray, cluster: np.ndarray, weight: np.ndarray) -> None:
         """Offer reservoir candidates (raw vectors: float32, or float16 as uint16 bits, kept as
-        float32), in order: the ``lda_sample`` smallest keys stay,
-        each new one in the slot of the largest it beats (``soft_cluster_stats_kernels.reservoir_offer``)."""
+        float32), in order: the ``lda_sample`` smallest keys stay, each new one in the slot of the
+        largest it beats (``soft_cluster_stats_kernels.reservoir_offer``)."""
         if len(key):
             stats_kernels.reservoir_offer(self.res_key, self.res_x, self.res_c, self.res_w, self.res_heap, key, raw,
                                           cluster, weight)

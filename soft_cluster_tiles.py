@@ -8,12 +8,13 @@ Parallelism is one thread per core (the calling thread itself and n - 1 workers:
 sleeping thread for the first share of every block, ~4% of a phase-1 pass at d = 384, k = 64), each
 running the whole per-tile pipeline on its own tiles with single-threaded BLAS (numpy's products
 and exp, and the numba kernels, release the GIL). Not BLAS's threads plus numba's: between two
-short parallel calls each pool's threads spin-wait on the cores the other needs (a 0.2 ms gather took 7 ms after a product), and numpy's
-exp and the per-row kernels would run on one core. Each worker gets a fixed, contiguous share of
-every block's tiles and keeps its own partial sums, which the caller adds in worker order, so
-the result depends on the number of workers and the block size only through float rounding, never
-on thread timing. This is phase 1's scheme; phase 2 (``soft_cluster_stream.assign_all``) hands
-whole chunks to its workers instead, and tiles them inside one numba call.
+short parallel calls each pool's threads spin-wait on the cores the other needs (a 0.2 ms gather
+took 7 ms after a product), and numpy's exp and the per-row kernels would run on one core. Each
+worker gets a fixed, contiguous share of every block's tiles and keeps its own partial sums, which
+the caller adds in worker order, so the result depends on the number of workers and the block size
+only through float rounding, never on thread timing. This is phase 1's scheme; phase 2
+(``soft_cluster_stream.assign_all``) hands whole chunks to its workers instead, and tiles them
+inside one numba call.
 """
 
 from __future__ import annotations
