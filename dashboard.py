@@ -3,9 +3,9 @@ map and, where model outputs were annotated, where their errors sit.
 
     streamlit run dashboard.py -- configs/clustering_01_tiny.py [--set SECTION.FIELD=VALUE] [--annotations DIR]
 
-Reads what ``visualize_clusters.load_exploration`` reads (the cached tree, names and 2-D map,
+Reads what ``corpus_proximity.explore.data.load_exploration`` reads (the cached tree, names and 2-D map,
 computed on first use when missing); every view is built by the pure functions of
-``exploration.py``.
+``corpus_proximity.explore.views``.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
-import plotly.express as px
 import streamlit as st
 from rich.console import Console
 
-import cli
-import exploration as ex_
-import visualize_clusters as vc
-from cluster_tree import ROOT
-from config import apply_overrides, load_config
-from errors import InputError
+from corpus_proximity import cli
+from corpus_proximity.config import apply_overrides, load_config
+from corpus_proximity.errors import InputError
+from corpus_proximity.explore import data as vc
+from corpus_proximity.explore import views as ex_
+from corpus_proximity.explore.app import error_views, node_view, sidebar
+from corpus_proximity.tree.tree import ROOT
 
 USAGE = "streamlit run dashboard.py -- CONFIG [--set SECTION.FIELD=VALUE] [--annotations DIR]"
 
@@ -40,93 +39,6 @@ def load(config: str, overrides: tuple[str, ...], annotations: str | None) -> vc
     cfg = apply_overrides(load_config(config), list(overrides))
     return vc.load_exploration(cfg, Path(annotations) if annotations else None, config_arg=config,
                                log=Console(file=io.StringIO()))
-
-
-def sidebar(ex: vc.Exploration) -> dict:
-    sb = st.sidebar
-    sb.header("Filters")
-    deepest = max(ex.tree.n_depths - 1, 0)
-    opts = {"max_depth": sb.slider("depth", 0, deepest, deepest, key="depth") if deepest else 0,
-            "min_size": sb.number_input("min size", 0, ex.tree.root.size, 0, step=5, key="min_size"),
-            "search": sb.text_input("search (id, name, keywords)", key="search"),
-            "kind": sb.radio("tree layout", ex_.TREE_KINDS, horizontal=True, key="kind")}
-    ann = ex.annotations
-    if ann is not None:
-        sb.header("Model outputs")
-        opts["field"] = sb.selectbox("text field", list(ann.fields), key="field")
-        opts["correct"] = sb.selectbox("graded by", list(ann.correct_cols), key="correct") if ann.graded else None
-    colours = [c for c in ex_.colour_options(ex.table) if c != "error rate" or opts.get("correct")]
-    opts["colour"] = sb.selectbox("colour by", colours, index=colours.index("coherence"), key="colour")
-    return opts
-
-
-def node_view(ex: vc.Exploration, table, nid: str) -> None:
-    node, row = ex.tree.nodes[nid], table.set_index("id").loc[nid]
-    st.markdown(f"### {nid} · {row['name']}")
-    path, p = [], node.parent
-    while p and p != ROOT:
-        path.append(f"{p} {ex.names[p]}")
-        p = ex.tree.nodes[p].parent
-    if path:
-        st.caption("under: " + " → ".join(reversed(path)))
-    if row["description"]:
-        st.markdown(f"**Description:** {row['description']}")
-    coh = "–" if np.isnan(row["coherence"]) else f"{row['coherence']:.2f}"
-    line = (f"size **{node.size}** · noise **{len(node.noise)}** ({row['noise_share']:.0%}) · coherence **{coh}** · "
-            + (f"leaf ({node.leaf_reason})" if node.leaf_reason else f"split by {node.method} into {len(node.children)}"))
-    if "error_rate" in table and row["n_outputs"]:
-        line += f" · model outputs **{row['n_outputs']}**, wrong **{row['errors']}** ({row['error_rate']:.0%})"
-    st.markdown(line)
-    if node.children:
-        st.markdown("**Children:** " + " · ".join(f"`{c}` {ex.names[c]} ({ex.tree.nodes[c].size})" for c in node.children))
-    st.markdown("**Samples** (nearest the centroid)")
-    for i in node.sample_indices[:5]:
-        st.text(ex_.clip(ex.texts[i], 500))
-    if len(node.noise):
-        with st.expander(f"Noise: {len(node.noise)} chunks left unassigned when this node was split"):
-            rng = np.random.default_rng(ex.cfg.visualization.seed)
-            for i in rng.choice(node.noise, min(5, len(node.noise)), replace=False):
-                st.text(ex_.clip(ex.texts[int(i)], 300))
-
-
-def error_views(ex: vc.Exploration, opts: dict) -> None:
-    ann, tf, cf = ex.annotations, opts["field"], opts["correct"]
-    if cf is None:
-        st.info("These outputs were not graded: rerun `annotate_with_clusters.py` with `--correct-field FIELD` "
-                "to see where errors sit.")
-        return
-    depths = ann.depths(tf)
-    depth = st.selectbox("depth", depths, key="err_depth")
-    st.subheader("Which clusters hold most errors?")
-    res = ann.stats(tf, cf, depth)
-    if res:
-        st.markdown(f"**{res['summary']}**")
-        for w in res.get("warnings", []):
-            st.caption(w)
-    errs = ex_.errors_by_cluster(ann, tf, cf, depth, ex.names)
-    fig = px.bar(errs.head(25), x="errors", y=errs.head(25)["cluster"] + " " + errs.head(25)["name"],
-                 color="error_rate", color_continuous_scale="Reds", orientation="h", labels={"y": "cluster"})
-    fig.update_layout(yaxis=dict(autorange="reversed"), height=420, margin=dict(t=10, b=10))
-    st.plotly_chart(fig, key="err_bar")
-    st.dataframe(ex_.stats_table(res, ex.names) if res else errs, hide_index=True, key="err_table")
-
-    st.subheader("Do model answers come from other clusters than the ground truth?")
-    fields = list(ann.fields)
-    if len(fields) < 2:
-        st.info("Only one text field was annotated. Annotate the reference and the model's answer together "
-                "(`--text-field question --text-field answer_field`) to compare their clusters.")
-    else:
-        a = st.selectbox("reference field (question / ground truth)", fields, index=0, key="agree_a")
-        b = st.selectbox("model answer field", fields, index=1, key="agree_b")
-        cross, summary = ex_.cluster_agreement(ann, a, b, depth, cf)
-        st.dataframe(summary, hide_index=True, key="agree_summary")
-        st.plotly_chart(px.imshow(cross, text_auto=True, aspect="auto", color_continuous_scale="Blues"), key="agree_map")
-
-    st.subheader("Are wrong outputs farther from every cluster?")
-    dist, tests = ex_.distance_by_correctness(ann, tf, cf)
-    st.dataframe(tests, hide_index=True, key="dist_table")
-    st.plotly_chart(px.box(dist.melt(id_vars="outcome", var_name="cosine distance"), x="cosine distance", y="value",
-                           color="outcome", points=False), key="dist_box")
 
 
 def main() -> None:

@@ -33,14 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from corpus_proximity.cache import atomic_write_json, atomic_write_text
+from corpus_proximity.config import AnnotationConfig
+from corpus_proximity.tree.index import ExactSearch, IVFSearch, assign_to_clusters, nearest_centroid_flat
+from corpus_proximity.tree.tree import ROOT as ROOT_ID
+from corpus_proximity.tree.tree import ClusterTree, Node
 
-from bench_tree import _proc_kib, machine_info  # noqa: E402
-from cache import atomic_write_json, atomic_write_text  # noqa: E402
-from cluster_tree import ROOT as ROOT_ID, ClusterTree, Node  # noqa: E402
-from config import AnnotationConfig  # noqa: E402
-from corpus_index import ExactSearch, IVFSearch, assign_to_clusters, nearest_centroid_flat  # noqa: E402
+from bench_tree import _proc_kib, machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 DIM = 384

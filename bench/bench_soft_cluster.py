@@ -55,20 +55,19 @@ from typing import Iterator
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from corpus_proximity.cache import atomic_write_json, atomic_write_text, package_versions
+from corpus_proximity.config import SoftClusterConfig
+from corpus_proximity.soft import stats as soft_cluster_stats
+from corpus_proximity.soft import stream as soft_cluster_stream
+from corpus_proximity.soft import tiles as soft_cluster_tiles
+from corpus_proximity.soft import vmf
+from corpus_proximity.soft.activations import ArrayChunk, FileSource, GeneratedSource, write_chunk
+from corpus_proximity.soft.kernels import rows as soft_cluster_kernels
+from corpus_proximity.soft.stage import SequentialSoftClustering
+from corpus_proximity.soft.stream import GB, MemoryPlan, assign_all, fit_centres, rss_bytes
+from corpus_proximity.soft.tiles import available_cores, tile_rows
 
-import soft_cluster_kernels  # noqa: E402
-import soft_cluster_stats  # noqa: E402
-import soft_cluster_stream  # noqa: E402
-import soft_cluster_tiles  # noqa: E402
-import vmf  # noqa: E402
-from activations import ArrayChunk, FileSource, GeneratedSource, write_chunk  # noqa: E402
-from cache import atomic_write_json, atomic_write_text, package_versions  # noqa: E402
-from config import SoftClusterConfig  # noqa: E402
-from soft_cluster import SequentialSoftClustering  # noqa: E402
-from soft_cluster_stream import GB, MemoryPlan, assign_all, fit_centres, rss_bytes  # noqa: E402
-from soft_cluster_tiles import available_cores, tile_rows  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 SEQ_LEN = 128

@@ -44,18 +44,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 # Imported here, not inside the workers' timed calls, so import time is in neither measurement.
-from sklearn.metrics import adjusted_rand_score  # noqa: E402
+from sklearn.metrics import adjusted_rand_score
 
-import embed_chunks  # noqa: E402
-from cache import atomic_write_json, atomic_write_text, package_versions  # noqa: E402
-from cluster_corpus import min_cluster_size, node_seed, recursive_cluster  # noqa: E402
-from cluster_tree import ROOT as ROOT_ID  # noqa: E402
-from clusterers import make_clusterer, make_reducer  # noqa: E402
-from config import ClusteringConfig, load_config, to_dict  # noqa: E402
+from corpus_proximity.cache import atomic_write_json, atomic_write_text, package_versions
+from corpus_proximity.config import ClusteringConfig, load_config, to_dict
+from corpus_proximity.text import embedding as embed_chunks
+from corpus_proximity.tree.build import min_cluster_size, node_seed, recursive_cluster
+from corpus_proximity.tree.clusterers import make_clusterer, make_reducer
+from corpus_proximity.tree.tree import ROOT as ROOT_ID
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 N_COARSE, N_FINE, DIM = 10, 5, 384

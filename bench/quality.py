@@ -44,19 +44,17 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus_proximity.cache import atomic_write_json, atomic_write_text
+from corpus_proximity.config import ExperimentConfig, apply_overrides, load_config, to_dict
+from corpus_proximity.evals.labelled import Labelled, load_default, load_pylibs, load_synthetic
+from corpus_proximity.evals.quality import cut_hierarchy, hierarchy_consistency, level_scores
+from corpus_proximity.tree.build import min_cluster_size, node_seed, recursive_cluster
+from corpus_proximity.tree.clusterers import make_clusterer, make_reducer
+from corpus_proximity.tree.tree import ROOT as ROOT_ID
+
+from bench_tree import machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_tree import machine_info  # noqa: E402
-from cache import atomic_write_json, atomic_write_text  # noqa: E402
-from cluster_corpus import min_cluster_size, node_seed, recursive_cluster  # noqa: E402
-from cluster_tree import ROOT as ROOT_ID  # noqa: E402
-from clusterers import make_clusterer, make_reducer  # noqa: E402
-from config import ExperimentConfig, apply_overrides, load_config, to_dict  # noqa: E402
-from quality_corpora import Labelled, load_default, load_pylibs, load_synthetic  # noqa: E402
-from quality_metrics import cut_hierarchy, hierarchy_consistency, level_scores  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("ours", "bertopic", "evoc", "global2", "kmeans-oracle")
 CORPORA = ("default", "pylibs", "synthetic")

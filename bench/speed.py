@@ -50,15 +50,13 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus_proximity.cache import atomic_write_json, atomic_write_text
+from corpus_proximity.config import ClusteringConfig, load_config, to_dict
+from corpus_proximity.tree.build import recursive_cluster
+
+from bench_tree import DIM, _proc_kib, _warm_up, machine_info, planted_sphere, run_peer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_tree import DIM, _proc_kib, _warm_up, machine_info, planted_sphere, run_peer  # noqa: E402
-from cache import atomic_write_json, atomic_write_text  # noqa: E402
-from cluster_corpus import recursive_cluster  # noqa: E402
-from config import ClusteringConfig, load_config, to_dict  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("ours", "global", "bertopic", "evoc")
 PEERS = METHODS[1:]
@@ -186,9 +184,9 @@ def exponent(rows: list[dict]) -> float | None:
 
 def embedding_throughput(n_texts: int, rounds: int = 2) -> dict:
     """Stage path vs plain encode on the same texts and loaded model, alternating, best of ``rounds``."""
-    import chunking
-    from embed_chunks import embed_to_shards, join_shards
-    from embedders import SentenceTransformerEmbedder
+    from corpus_proximity.text import chunking
+    from corpus_proximity.text.embedders import SentenceTransformerEmbedder
+    from corpus_proximity.text.embedding import embed_to_shards, join_shards
 
     cfg = load_config(ROOT / "configs" / "clustering_01_tiny.py")
     if not Path(cfg.cache_dir).is_absolute():

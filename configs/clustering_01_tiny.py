@@ -3,7 +3,7 @@
 About 1,000 chunks; chunk → embed → cluster in ~2 minutes cold on 2 cores, seconds when cached.
 """
 
-from config import ClusteringConfig, CorpusConfig, ExperimentConfig
+from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig
 
 config = ExperimentConfig(
     name="tiny",

@@ -4,7 +4,7 @@ Point it at your own corpus with --set corpus.path=PATH (JSONL/CSV/Parquet or a 
 .txt/.md files) and --set corpus.text_field=FIELD.
 """
 
-from config import ClusteringConfig, CorpusConfig, ExperimentConfig
+from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig
 
 config = ExperimentConfig(
     name="full",

@@ -7,7 +7,7 @@ k = 32 soft clusters; extraction ~1 minute and clustering ~5 s on 2 cores, secon
 import dataclasses
 from pathlib import Path
 
-from config import ActivationsConfig, SoftClusterConfig, load_config
+from corpus_proximity.config import ActivationsConfig, SoftClusterConfig, load_config
 
 config = dataclasses.replace(
     load_config(Path(__file__).with_name("clustering_01_tiny.py")),

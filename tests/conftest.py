@@ -3,39 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from config import ClusteringConfig, CorpusConfig, ExperimentConfig  # noqa: E402
-
-
-def planted_hierarchy(n_coarse=4, n_fine=3, per_fine=50, dim=24, coarse_sep=1.0, fine_sep=0.35,
-                      spread=0.05, seed=0):
-    """Unit-sphere blobs: ``n_coarse`` regions, each holding ``n_fine`` tighter sub-blobs.
-
-    Returns (X float32 n×dim, coarse labels, fine labels)."""
-    rng = np.random.default_rng(seed)
-    coarse_c = rng.normal(size=(n_coarse, dim))
-    coarse_c /= np.linalg.norm(coarse_c, axis=1, keepdims=True)
-    xs, yc, yf = [], [], []
-    for c in range(n_coarse):
-        for f in range(n_fine):
-            off = rng.normal(size=dim)
-            centre = coarse_sep * coarse_c[c] + fine_sep * off / np.linalg.norm(off)
-            xs.append(centre + spread * rng.normal(size=(per_fine, dim)))
-            yc += [c] * per_fine
-            yf += [c * n_fine + f] * per_fine
-    X = np.concatenate(xs)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X.astype(np.float32), np.array(yc), np.array(yf)
+from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig
+from corpus_proximity.evals.labelled import planted_hierarchy  # noqa: F401 (the tests import it from here)
 
 
 def small_clustering(**kw) -> ClusteringConfig:
@@ -69,8 +44,7 @@ def built_default(tmp_path_factory) -> ExperimentConfig:
 
     from rich.console import Console
 
-    import cluster_corpus
-
+    from corpus_proximity.tree.stage import run_clustering
     cfg = small_default_cfg.__wrapped__(tmp_path_factory.mktemp("built-default"))
-    cluster_corpus.run_clustering(cfg, Console(file=io.StringIO()))
+    run_clustering(cfg, Console(file=io.StringIO()))
     return cfg

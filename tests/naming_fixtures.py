@@ -15,11 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import chunking
-import cluster_corpus
-import embed_chunks
-from cluster_tree import ROOT, ClusterTree, Node
-from config import ClusteringConfig, CorpusConfig, ExperimentConfig, NamingConfig
+from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig, NamingConfig
+from corpus_proximity.text import chunking, embedding
+from corpus_proximity.tree import stage as tree_stage
+from corpus_proximity.tree.tree import ROOT, ClusterTree, Node
 
 TOPICS = {
     ("sport", "football"): [
@@ -159,11 +158,11 @@ def write_fake_cache(cfg: ExperimentConfig, tree: ClusterTree, texts: list[str],
     ids = [f"c{i}" for i in range(len(texts))]
     pq.write_table(pa.table({"chunk_id": ids, "doc_id": ids, "text": texts}), csd.file("chunks.parquet"))
     csd.finish({}, {})
-    esd = embed_chunks.stage_dir(cfg, csd)
+    esd = embedding.stage_dir(cfg, csd)
     esd.begin()
     np.save(esd.file("embeddings.npy"), X.astype(np.float32))
     esd.finish({}, {"chunks": csd.key}, {"n": int(X.shape[0]), "dim": int(X.shape[1])})
-    tsd = cluster_corpus.stage_dir(cfg, esd)
+    tsd = tree_stage.stage_dir(cfg, esd)
     tsd.begin()
     tree.save(tsd.path, ids)
     tsd.finish({}, {"embed": esd.key, "chunks": csd.key})
@@ -174,7 +173,7 @@ def write_config_file(tmp_path: Path, cfg: ExperimentConfig) -> Path:
     p = tmp_path / "naming_cfg.py"
     n = cfg.naming
     p.write_text(
-        "from config import ClusteringConfig, CorpusConfig, ExperimentConfig, NamingConfig\n"
+        "from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig, NamingConfig\n"
         f"config = ExperimentConfig(name={cfg.name!r}, cache_dir={cfg.cache_dir!r}, output_dir={cfg.output_dir!r},\n"
         f"    corpus=CorpusConfig(path={cfg.corpus.path!r}), clustering=ClusteringConfig(max_depth=2),\n"
         f"    naming=NamingConfig(**{json.loads(json.dumps(n.__dict__))!r}))\n")
@@ -188,7 +187,7 @@ def local_llm_assets():
 
     import pytest
 
-    from local_llm import LocalLLMUnavailable, ensure_model
+    from corpus_proximity.llm.local import LocalLLMUnavailable, ensure_model
 
     if os.environ.get("CP_SKIP_LLM") == "1":
         pytest.skip("CP_SKIP_LLM=1")

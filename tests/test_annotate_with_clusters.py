@@ -11,15 +11,15 @@ import pytest
 from rich.console import Console
 from scipy import stats
 
-import annotate_with_clusters
 from annotate_with_clusters import main as annotate_main
+from corpus_proximity.analysis import annotate as annotate_with_clusters
+from corpus_proximity.analysis.annotate import as_bool, column, expand_fields, get_path
+from corpus_proximity.errors import InputError
+from corpus_proximity.tree.build import recursive_cluster
+from corpus_proximity.tree.index import ExactSearch, IVFSearch, assign_to_clusters, nearest_chunks
+from corpus_proximity.tree.tree import ROOT, ClusterTree, Node
 
-from annotate_with_clusters import as_bool, assign_to_clusters, column, expand_fields, get_path, nearest_chunks
-from cluster_corpus import recursive_cluster
-from cluster_tree import ROOT, ClusterTree, Node
-from corpus_index import ExactSearch, IVFSearch
 from conftest import planted_hierarchy
-from errors import InputError
 from test_cluster_corpus import PLANTED_CFG
 
 
@@ -148,7 +148,7 @@ def test_ivf_search_agrees_with_exact_on_clustered_data():
 
 def write_config(path: Path, cfg) -> Path:
     """A configs/*.py file rebuilding ``cfg`` (frozen dataclass reprs are valid constructors)."""
-    path.write_text(f"from config import *\nconfig = {cfg!r}\n")
+    path.write_text(f"from corpus_proximity.config import *\nconfig = {cfg!r}\n")
     return path
 
 
@@ -156,8 +156,7 @@ def write_config(path: Path, cfg) -> Path:
 def tiny(built_default, tmp_path_factory):
     """The small default pipeline, a config file for it, and a results file whose questions are
     corpus chunks (so their place in the tree is known), two graded models and ungraded rows."""
-    import chunking
-
+    from corpus_proximity.text import chunking
     base = tmp_path_factory.mktemp("annotate")
     cfg = built_default
     chunks = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "text"]).to_pylist()
@@ -174,8 +173,7 @@ def tiny(built_default, tmp_path_factory):
 
 
 def run_cli(*args) -> tuple[int, str]:
-    import cli
-
+    from corpus_proximity import cli
     buf = io.StringIO()
     old = cli.console
     cli.console = Console(file=buf, width=200)
@@ -260,27 +258,26 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path, args, needle):
 
 
 def test_cli_refuses_a_tree_from_another_config_and_names_it(tiny, tmp_path):
-    import cluster_corpus
-
+    from corpus_proximity.tree import stage as tree_stage
     cfg, cfg_file, results, _ = tiny
     other = replace(cfg, name="wider", clustering=replace(cfg.clustering, silhouette_threshold=0.6))
-    other_tree = cluster_corpus.run_clustering(other, Console(file=io.StringIO())).path
+    other_tree = tree_stage.run_clustering(other, Console(file=io.StringIO())).path
     rc, out = run_cli(cfg_file, "--results", results, "--tree", other_tree, "--out", tmp_path)
     assert rc == 2 and "config 'wider'" in out and "clustering.silhouette_threshold: 0.6 there, 0.5 here" in out
     # the config's own tree, passed explicitly (or its published copy), is accepted
-    own = cluster_corpus.stage_dir(cfg)
+    own = tree_stage.stage_dir(cfg)
     assert run_cli(cfg_file, "--results", results, "--tree", own.path, "--out", tmp_path, "--limit", "5")[0] == 0
 
 
 def test_cli_refuses_another_embedding_model(tiny, tmp_path):
-    import cluster_corpus
-    from embedders import resolve_model_dir
+    from corpus_proximity.text.embedders import resolve_model_dir
+    from corpus_proximity.tree import stage as tree_stage
 
     cfg, _, results, _ = tiny
     copy = tmp_path / "minilm-copy"
     shutil.copytree(resolve_model_dir(cfg.embedding.model), copy)
     other = write_config(tmp_path / "other.py", replace(cfg, embedding=replace(cfg.embedding, model=str(copy))))
-    rc, out = run_cli(other, "--results", results, "--tree", cluster_corpus.stage_dir(cfg).path, "--out", tmp_path)
+    rc, out = run_cli(other, "--results", results, "--tree", tree_stage.stage_dir(cfg).path, "--out", tmp_path)
     assert rc == 2 and "embeddings are of model 'packaged:all-MiniLM-L6-v2'" in out
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 
-from cache import StageDir, atomic_save_npy, atomic_write_json, stage_key
-from config import EmbeddingConfig, semantic_dict
+from corpus_proximity.cache import StageDir, atomic_save_npy, atomic_write_json, stage_key
+from corpus_proximity.config import EmbeddingConfig, semantic_dict
 
 
 def test_key_is_deterministic_and_sensitive():
@@ -43,7 +43,7 @@ def test_atomic_writes_get_ordinary_file_modes(tmp_path):
 
     import numpy as np
 
-    from cache import atomic_save_npy, atomic_write_json
+    from corpus_proximity.cache import atomic_save_npy, atomic_write_json
 
     mask = os.umask(0o022)
     try:

@@ -1,9 +1,8 @@
 import pytest
 
-from chunking import HFTokenCounter, chunk_documents, chunk_text
-from config import ChunkingConfig
-from embedders import load_tokenizer
-from config import PACKAGED_MINILM
+from corpus_proximity.config import PACKAGED_MINILM, ChunkingConfig
+from corpus_proximity.text.chunking import HFTokenCounter, chunk_documents, chunk_text
+from corpus_proximity.text.embedders import load_tokenizer
 
 
 @pytest.fixture(scope="module")

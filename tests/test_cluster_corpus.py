@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from cluster_corpus import _add_children, coherence_per_cluster, min_cluster_size, recursive_cluster
-from cluster_tree import ROOT, ClusterTree, Node
-from clusterers import make_clusterer
-from config import ClusteringConfig
-from errors import InputError
-from conftest import planted_hierarchy, small_clustering
+from corpus_proximity.config import ClusteringConfig
+from corpus_proximity.errors import InputError
+from corpus_proximity.tree.build import _add_children, coherence_per_cluster, min_cluster_size, recursive_cluster
+from corpus_proximity.tree.clusterers import make_clusterer
+from corpus_proximity.tree.tree import ROOT, ClusterTree, Node
 
+from conftest import planted_hierarchy, small_clustering
 
 PLANTED_CFG = small_clustering(root_clusterer="kmeans", kmeans_space="raw", silhouette_threshold=0.95)
 
@@ -139,7 +139,7 @@ def test_default_gate_zooms_into_separated_regions_that_hold_sub_blobs():
 
 
 def test_hybrid_outliers_keeps_far_noise_and_takes_back_points_inside_a_region():
-    from clusterers import attach_inside
+    from corpus_proximity.tree.clusterers import attach_inside
 
     rng = np.random.default_rng(2)
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -254,12 +254,12 @@ def test_bad_embeddings():
         recursive_cluster(same, small_clustering())
 
 
+# run with the tests folder as the working directory: `python -c` imports from there
 _CHILD = """
-import json, sys
-sys.path[:0] = [{root!r}, {tests!r}]
+import json
 from conftest import planted_hierarchy
 from test_cluster_corpus import PLANTED_CFG
-from cluster_corpus import recursive_cluster
+from corpus_proximity.tree.build import recursive_cluster
 X, *_ = planted_hierarchy(n_coarse=4, n_fine=3, per_fine=50, dim=24, fine_sep=0.3, spread=0.04, seed=1)
 print(json.dumps(recursive_cluster(X, PLANTED_CFG).to_json(), sort_keys=True))
 """
@@ -273,9 +273,8 @@ def test_identical_tree_across_concurrent_processes(planted):
     from pathlib import Path
 
     here = Path(__file__).resolve().parent
-    code = _CHILD.format(root=str(here.parent), tests=str(here))
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, cwd=here) for _ in range(2)]
     outs = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
     expected = json.loads(json.dumps(planted[3].to_json(), sort_keys=True))
     assert all(o == expected for o in outs)
@@ -284,7 +283,7 @@ def test_identical_tree_across_concurrent_processes(planted):
 def test_small_node_umap_sees_the_exact_cosine_neighbours():
     # Below umap-learn's 4,096-point cut-over the reducer hands UMAP exact cosine distances from
     # one matrix product (umap-learn's own path calls its metric once per pair from Python).
-    from clusterers import cosine_distances
+    from corpus_proximity.tree.clusterers import cosine_distances
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 20)).astype(np.float32)
@@ -303,7 +302,7 @@ def test_small_node_umap_sees_the_exact_cosine_neighbours():
     assert np.allclose(D[np.ix_(ok, ok)], sk(X[ok].astype(np.float64)), atol=1e-9)
     # same seed, same projection; the blobs of a planted set stay apart in it
     Xp, coarse, _ = planted_hierarchy(n_coarse=3, n_fine=1, per_fine=100, dim=24, seed=1)
-    from clusterers import make_reducer
+    from corpus_proximity.tree.clusterers import make_reducer
 
     a = make_reducer(small_clustering()).fit_transform(Xp, 3)
     b = make_reducer(small_clustering()).fit_transform(Xp, 3)
@@ -313,7 +312,7 @@ def test_small_node_umap_sees_the_exact_cosine_neighbours():
 
 
 def test_knn_consistency_is_zero_for_random_labels_and_one_for_clean_clusters():
-    from cluster_corpus import knn_consistency
+    from corpus_proximity.tree.build import knn_consistency
 
     X, coarse, _ = planted_hierarchy(n_coarse=4, n_fine=1, per_fine=80, dim=16, spread=0.05, seed=2)
     assert knn_consistency(X, coarse, 15, 3000, 0) == pytest.approx(1.0)
@@ -354,8 +353,7 @@ def test_splits_that_umap_invents_inside_a_homogeneous_blob_are_rejected(tmp_pat
 def test_a_small_fit_sample_is_still_a_sample(monkeypatch):
     # Exact distances are handed over only when UMAP is fitted on every member: with a fit sample
     # below the cut-over the rest must be transformed, which "precomputed" cannot do.
-    import clusterers
-
+    from corpus_proximity.tree import clusterers
     shapes = []
     real = clusterers.cosine_distances
     monkeypatch.setattr(clusterers, "cosine_distances", lambda X: shapes.append(X.shape) or real(X))

@@ -6,18 +6,19 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing as mp
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-import cluster_ensemble as ce
-import ensemble as ens
-from cluster_tree import ROOT, ClusterTree, Node
-from config import EnsembleConfig
-from ensemble_registry import Registry
+import cluster_ensemble
+from corpus_proximity.config import EnsembleConfig
+from corpus_proximity.ensemble import compare as ens
+from corpus_proximity.ensemble import runs as ce
+from corpus_proximity.ensemble.registry import Registry
+from corpus_proximity.tree.tree import ROOT, ClusterTree, Node
+
 from conftest import planted_hierarchy, small_clustering
 
 
@@ -170,7 +171,7 @@ def planted_config(tmp_path) -> Path:
     np.save(tmp_path / "emb.npy", X)
     cfg = tmp_path / "planted_cfg.py"
     cfg.write_text(
-        "from config import *\n"
+        "from corpus_proximity.config import *\n"
         f"config = ExperimentConfig(name='planted', cache_dir={str(tmp_path / 'cache')!r}, "
         f"output_dir={str(tmp_path / 'out')!r}, corpus=CorpusConfig(path={str(docs)!r}), "
         "chunking=ChunkingConfig(strategy='none'), "
@@ -181,7 +182,7 @@ def planted_config(tmp_path) -> Path:
 
 
 def test_cli_end_to_end_distances_stability_cache_and_tree_view(planted_config, tmp_path, capsys):
-    assert ce.main([str(planted_config), "--runs", "3", "--vary", "both", "--quiet"]) == 0
+    assert cluster_ensemble.main([str(planted_config), "--runs", "3", "--vary", "both", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "perm-invariant" in err and "stab=" in err
     sd = next((tmp_path / "cache").glob("ensemble-*"))
@@ -200,7 +201,7 @@ def test_cli_end_to_end_distances_stability_cache_and_tree_view(planted_config, 
     reg = Registry(tmp_path / "registry.db")
     assert [r["status"] for r in reg.runs(meta_key(sd))] == ["done"] * 3
     # again: every run and the ensemble are cache hits; more runs reuse the first three
-    assert ce.main([str(planted_config), "--runs", "3", "--quiet"]) == 0
+    assert cluster_ensemble.main([str(planted_config), "--runs", "3", "--quiet"]) == 0
     assert "ensemble: cache hit" in capsys.readouterr().err
     # the tree view shows the stability of the latest ensemble
     import name_clusters

@@ -3,7 +3,7 @@ import pytest
 from scipy import stats
 from scipy.stats import false_discovery_control
 
-from cluster_stats import analyze_clusters, benjamini_hochberg, cramers_v_corrected, wilson_interval
+from corpus_proximity.analysis.stats import analyze_clusters, benjamini_hochberg, cramers_v_corrected, wilson_interval
 
 
 def test_overall_chi2_equals_scipy_on_random_tables():

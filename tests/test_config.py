@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from config import ClusteringConfig, ExperimentConfig, apply_overrides, load_config, to_dict
-from errors import InputError
+from corpus_proximity.config import ClusteringConfig, ExperimentConfig, apply_overrides, load_config, to_dict
+from corpus_proximity.errors import InputError
 
 
 def test_typed_overrides_nested():

@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from config import CorpusConfig
-from corpus import corpus_identity, load_corpus
-from errors import InputError
+from corpus_proximity.config import CorpusConfig
+from corpus_proximity.errors import InputError
+from corpus_proximity.text.corpus import corpus_identity, load_corpus
 
 ROWS = [{"id": "a", "text": "First document text.", "label": "x", "score": 1.5},
         {"id": "b", "text": "Second document text.", "label": "y", "score": 2.0}]

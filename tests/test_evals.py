@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from errors import InputError
-from evals import GSM8KSample, extract_answer, load_gsm8k, same_number
+from corpus_proximity.errors import InputError
+from corpus_proximity.evals.gsm8k import GSM8KSample, extract_answer, load_gsm8k, same_number
 
 
 @pytest.mark.parametrize("completion, expected", [

@@ -10,10 +10,11 @@ import pytest
 from scipy import stats
 from sklearn.neighbors import KNeighborsClassifier
 
-import exploration as ex_
-from cluster_tree import ROOT, ClusterTree, Node
+from corpus_proximity.explore import views as ex_
+from corpus_proximity.explore.map import fit_map, map_sample
+from corpus_proximity.tree.tree import ROOT, ClusterTree, Node
+
 from conftest import planted_hierarchy
-from visualize_clusters import fit_map, map_sample
 
 NAMES = {"0": "Football", "0.0": "Chelsea", "0.1": "Tennis", "1": "Asyncio", "2": "Markets"}
 

@@ -8,14 +8,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-import chunking
-import extract_activations
-import soft_cluster
-from soft_cluster_stream import GB, rss_bytes
-from activations import FileSource, Whitening
-from config import ActivationsConfig, SoftClusterConfig
-from errors import InputError
-from soft_cluster_analyzer import ClusterAnalyzer
+from corpus_proximity.config import ActivationsConfig, SoftClusterConfig
+from corpus_proximity.errors import InputError
+from corpus_proximity.soft import extract as extract_activations
+from corpus_proximity.soft import stage as soft_cluster
+from corpus_proximity.soft.activations import FileSource, Whitening
+from corpus_proximity.soft.analyzer import ClusterAnalyzer
+from corpus_proximity.soft.stream import GB, rss_bytes
+from corpus_proximity.text import chunking
 
 
 @pytest.fixture

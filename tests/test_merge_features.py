@@ -10,11 +10,18 @@ import math
 import numpy as np
 import pytest
 
-import ensemble as ens
-import merge_features as mf
-from config import MergeConfig
-from feature_merge import (binary_mask, coactivation, history_distances, merge_costs, merge_run,
-                           merge_update)
+import merge_features
+from corpus_proximity.config import MergeConfig
+from corpus_proximity.ensemble import compare as ens
+from corpus_proximity.ensemble import merge_stage as mf
+from corpus_proximity.ensemble.merge import (
+    binary_mask,
+    coactivation,
+    history_distances,
+    merge_costs,
+    merge_run,
+    merge_update,
+)
 
 
 def planted_cofiring(n_samples=600, groups=((0, 3, 7, 10), (1, 4, 8, 11), (2, 5, 6, 9)), p_on=0.9,
@@ -120,7 +127,7 @@ def test_soft_cluster_memberships_become_a_position_mask(tmp_path):
 
 def _cfg_file(tmp_path):
     cfg = tmp_path / "merge_cfg.py"
-    cfg.write_text("from config import *\n"
+    cfg.write_text("from corpus_proximity.config import *\n"
                    f"config = ExperimentConfig(name='m', cache_dir={str(tmp_path / 'cache')!r}, "
                    f"output_dir={str(tmp_path / 'out')!r}, merge=MergeConfig(runs=3, activation_threshold=0.3))\n")
     return cfg
@@ -130,7 +137,7 @@ def test_cli_on_a_user_array_writes_history_ensemble_and_distances(tmp_path, cap
     acts, truth = planted_cofiring()
     np.savez(tmp_path / "acts.npz", activations=acts.reshape(20, 30, 12))   # leading axes are samples
     cfg = _cfg_file(tmp_path)
-    assert mf.main([str(cfg), "--input", str(tmp_path / "acts.npz"), "--quiet"]) == 0
+    assert merge_features.main([str(cfg), "--input", str(tmp_path / "acts.npz"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "first merges" in err and "groups at k = 4" in err
     sd = next((tmp_path / "cache").glob("merge-*"))
@@ -140,16 +147,16 @@ def test_cli_on_a_user_array_writes_history_ensemble_and_distances(tmp_path, cap
     assert arr["merges"].shape == (3, 12, 12) and arr["costs"].shape == (3, 11)
     assert np.load(sd / "distances_hamming.npz")["distances"].shape == (12, 3, 3)
     assert (sd / "distances_hamming.png").is_file() and (tmp_path / "out" / "m" / "merge" / "ensemble_meta.json").is_file()
-    assert mf.main([str(cfg), "--input", str(tmp_path / "acts.npz"), "--quiet"]) == 0
+    assert merge_features.main([str(cfg), "--input", str(tmp_path / "acts.npz"), "--quiet"]) == 0
     assert "merge: cache hit" in capsys.readouterr().err
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     cfg = _cfg_file(tmp_path)
     np.savez(tmp_path / "two.npz", a=np.ones((4, 3)), b=np.ones((4, 3)))
-    assert mf.main([str(cfg), "--input", str(tmp_path / "two.npz"), "--quiet"]) == 2
+    assert merge_features.main([str(cfg), "--input", str(tmp_path / "two.npz"), "--quiet"]) == 2
     assert "pass --key, one of a, b" in capsys.readouterr().err
-    assert mf.main([str(cfg), "--input", str(tmp_path / "missing.npz"), "--quiet"]) == 2
+    assert merge_features.main([str(cfg), "--input", str(tmp_path / "missing.npz"), "--quiet"]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert mf.main([str(cfg), "--quiet"]) == 2       # no soft clusters for this config
+    assert merge_features.main([str(cfg), "--quiet"]) == 2       # no soft clusters for this config
     assert "run `python soft_cluster.py CONFIG` first" in capsys.readouterr().err

@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import cli
 import name_clusters
-from cluster_tree import ClusterTree
-from config import ExperimentConfig, NamingConfig, apply_overrides
-from errors import InputError
-from naming import representative_indices, sample_cluster_texts
+from corpus_proximity import cli
+from corpus_proximity.config import ExperimentConfig, NamingConfig, apply_overrides
+from corpus_proximity.errors import InputError
+from corpus_proximity.naming import stage as naming_stage
+from corpus_proximity.naming.base import representative_indices, sample_cluster_texts
+from corpus_proximity.naming.offline import OfflineNamer, pick_terms
+from corpus_proximity.tree.tree import ClusterTree
+
 from naming_fixtures import experiment, topic_tree, write_config_file, write_fake_cache
-from naming_offline import OfflineNamer, pick_terms
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +123,10 @@ def test_offline_namer_without_words_marks_nodes_instead_of_inventing(three):
 
 def test_names_key_ignores_endpoint_and_concurrency_but_not_what_names(tmp_path):
     cfg = experiment(tmp_path)
-    key = name_clusters.stage_dir(cfg).key
+    key = naming_stage.stage_dir(cfg).key
 
     def k(*sets):
-        return name_clusters.stage_dir(apply_overrides(cfg, list(sets))).key
+        return naming_stage.stage_dir(apply_overrides(cfg, list(sets))).key
 
     assert k("naming.model=gpt-x") == key  # the offline namer does not read the model
     llm = k("naming.namer=llm", "naming.model=m")
@@ -145,20 +147,20 @@ def test_missing_tree_names_the_command_that_builds_it(tmp_path, capsys):
     assert err.count("\n") == 0 and "no tree for this config" in err
     assert f"python cluster_corpus.py {path}" in err
     with pytest.raises(InputError, match="cluster_corpus.py"):
-        name_clusters.load_names(cfg)
+        naming_stage.load_names(cfg)
 
 
 def test_tree_names_offline_on_first_use_and_reads_the_cache_after(cached, three):
     cfg, path, buf = cached
     assert name_clusters.main([str(path), "--tree", "--quiet"]) == 0
     out = buf.getvalue()
-    names = name_clusters.load_names(cfg)
+    names = naming_stage.load_names(cfg)
     assert len(names) == 9 and "names: naming 9 nodes with the offline namer" in out
     for nid, label in names.items():
         assert label in out
-    sd = name_clusters.stage_dir(cfg)
+    sd = naming_stage.stage_dir(cfg)
     data = json.loads(sd.file("names.json").read_text())
-    assert data["tree"] == name_clusters.tree_stage(cfg).key and data["n_failed"] == 0
+    assert data["tree"] == naming_stage.tree_stage(cfg).key and data["n_failed"] == 0
     rec = data["nodes"][0]
     assert set(rec) >= {"id", "name", "source", "name_error", "summary", "category", "coherence", "keywords"}
     assert sd.complete and json.loads(sd.file("config.json").read_text())["upstream"]["tree"] == data["tree"]
@@ -173,7 +175,7 @@ def test_list_inspect_and_noise(cached, three):
     assert name_clusters.main([str(path), "--list", "--quiet"]) == 0
     listing = buf.getvalue()
     assert all(nid in listing for nid in tree.nodes if nid != "root")
-    names = name_clusters.load_names(cfg)
+    names = naming_stage.load_names(cfg)
     buf.truncate(0)
     buf.seek(0)
     assert name_clusters.main([str(path), "--inspect", "0.1", "--samples", "3", "--quiet"]) == 0
@@ -210,13 +212,13 @@ def test_llm_names_not_made_yet_are_announced_not_invented(cached, capsys):
                                "--set", "naming.model=m"]) == 0
     assert "no LLM names for this config yet" in buf.getvalue()
     with pytest.raises(InputError, match="no llm names"):
-        name_clusters.load_names(apply_overrides(cfg, ["naming.namer=llm", "naming.model=m"]))
+        naming_stage.load_names(apply_overrides(cfg, ["naming.namer=llm", "naming.model=m"]))
 
 
 def test_namer_none_names_nodes_by_id(cached):
     cfg, path, buf = cached
-    names = name_clusters.load_names(replace(cfg, naming=NamingConfig(namer="none")))
-    assert names == {nid: nid for nid in ClusterTree.load(name_clusters.tree_stage(cfg).path).nodes if nid != "root"}
+    names = naming_stage.load_names(replace(cfg, naming=NamingConfig(namer="none")))
+    assert names == {nid: nid for nid in ClusterTree.load(naming_stage.tree_stage(cfg).path).nodes if nid != "root"}
 
 
 def test_naming_config_validation():

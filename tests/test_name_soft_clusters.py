@@ -13,14 +13,17 @@ import re
 import pytest
 from rich.console import Console
 
-import cli
-import name_soft_clusters as nsc
-import soft_cluster
-from config import ActivationsConfig, NamingConfig, SoftClusterConfig
-from errors import InputError
+import name_soft_clusters
+from corpus_proximity import cli
+from corpus_proximity.config import ActivationsConfig, NamingConfig, SoftClusterConfig
+from corpus_proximity.errors import InputError
+from corpus_proximity.naming import soft as nsc
+from corpus_proximity.naming.stage import apply_local_llm
+from corpus_proximity.soft import stage as soft_cluster
+from corpus_proximity.soft.analyzer import ClusterAnalyzer
+from corpus_proximity.soft.stream import GB, rss_bytes
+
 from naming_fixtures import FakeLLM, local_llm_assets, prompt_of
-from soft_cluster_analyzer import ClusterAnalyzer
-from soft_cluster_stream import GB, rss_bytes
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def numbered(body: dict, n: int) -> dict:
 
 def config_file(tmp_path, cfg) -> str:
     p = tmp_path / "soft_cfg.py"
-    p.write_text(f"from config import *\nconfig = {cfg!r}\n")
+    p.write_text(f"from corpus_proximity.config import *\nconfig = {cfg!r}\n")
     return str(p)
 
 
@@ -133,20 +136,20 @@ def test_a_failing_cluster_is_marked_not_invented_and_a_rerun_asks_only_for_it(s
     with FakeLLM(lambda body, n: "500" if needle in prompt_of(body) else numbered(body, n)) as fake:
         cfg = with_naming(dataclasses.replace(soft_cfg, cache_dir=cache), **llm(fake.base_url))
         path = config_file(tmp_path, cfg)
-        assert nsc.main([path, "--quiet"]) == 1  # some clusters unnamed
+        assert name_soft_clusters.main([path, "--quiet"]) == 1  # some clusters unnamed
         names = nsc.read_names(nsc.stage_dir(cfg))
         assert names[victim["id"]].name is None and "500" in names[victim["id"]].name_error
         assert sum(n.name is not None for n in names.values()) == 3
         assert "unnamed" in buf.getvalue() and "3/4 named" in buf.getvalue()
         n_before = len(fake.requests)
         fake.behave = numbered  # the endpoint recovers
-        assert nsc.main([path, "--quiet", "--cluster", str(victim["id"])]) == 0
+        assert name_soft_clusters.main([path, "--quiet", "--cluster", str(victim["id"])]) == 0
         assert len(fake.requests) == n_before + 1  # only the failed cluster was asked again
         assert nsc.read_names(nsc.stage_dir(cfg))[victim["id"]].name
 
 
 def test_unreachable_endpoint_and_missing_clustering_are_clear_errors(soft_cfg, tmp_path):
-    from local_llm import free_port
+    from corpus_proximity.llm.local import free_port
 
     cfg = with_naming(dataclasses.replace(soft_cfg, cache_dir=str(tmp_path / "c3")), **llm(f"http://127.0.0.1:{free_port()}/v1"))
     with pytest.raises(InputError, match="no soft clustering for this config yet"):
@@ -163,9 +166,9 @@ def test_local_llm_names_the_soft_clusters(soft_cfg, tmp_path, monkeypatch):
     buf = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buf, width=1000))
     cfg = dataclasses.replace(soft_cfg, naming=NamingConfig(timeout_s=120.0, retry_backoff_s=0.5))
-    assert nsc.main([config_file(tmp_path, cfg), "--local-llm", "--quiet"]) == 0, buf.getvalue()
+    assert name_soft_clusters.main([config_file(tmp_path, cfg), "--local-llm", "--quiet"]) == 0, buf.getvalue()
     out = buf.getvalue()
     assert "local LLM at http://127.0.0.1:" in out and "4/4 named" in out
-    names = nsc.read_names(nsc.stage_dir(nsc.apply_local_llm(cfg)))
+    names = nsc.read_names(nsc.stage_dir(apply_local_llm(cfg)))
     assert all(n.name and n.source == "llm" and 1 <= n.coherence <= 10 for n in names.values())
     assert all(n.name in out for n in names.values())

@@ -12,16 +12,26 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import cli
 import name_clusters
-import naming_llm
-from config import NamingConfig
-from errors import InputError
-from local_llm import free_port
-from naming_fixtures import FakeLLM, experiment, good_answer, keywords_in, prompt_of, topic_tree, write_config_file, \
-    write_fake_cache
-from naming_offline import OfflineNamer
-from naming_llm import CallCache, LLMNamer, is_generic, parse_answer, same_label
+from corpus_proximity import cli
+from corpus_proximity.config import NamingConfig
+from corpus_proximity.errors import InputError
+from corpus_proximity.llm.local import free_port
+from corpus_proximity.naming import llm as naming_llm
+from corpus_proximity.naming import stage as naming_stage
+from corpus_proximity.naming.llm import CallCache, LLMNamer, is_generic, parse_answer, same_label
+from corpus_proximity.naming.offline import OfflineNamer
+
+from naming_fixtures import (
+    FakeLLM,
+    experiment,
+    good_answer,
+    keywords_in,
+    prompt_of,
+    topic_tree,
+    write_config_file,
+    write_fake_cache,
+)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +267,7 @@ def test_api_key_comes_from_the_environment_and_never_reaches_disk(small, tmp_pa
     tree, texts, X, _ = small
     write_fake_cache(cfg, tree, texts, X)
     with FakeLLM() as fake:
-        name_clusters.run_naming(replace(cfg, naming=replace(cfg.naming, base_url=fake.base_url)),
+        naming_stage.run_naming(replace(cfg, naming=replace(cfg.naming, base_url=fake.base_url)),
                                  log=Console(file=io.StringIO()))
     for p in tmp_path.rglob("*"):
         if p.is_file():

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import cli
 import name_clusters
-from local_llm import MODEL_ID
+from corpus_proximity import cli
+from corpus_proximity.llm.local import MODEL_ID
+from corpus_proximity.naming import stage as naming_stage
+from corpus_proximity.naming.llm import is_generic, same_label
+
 from naming_fixtures import experiment, local_llm_assets, topic_tree, write_config_file, write_fake_cache
-from naming_llm import is_generic, same_label
 
 pytestmark = pytest.mark.llm
 
@@ -43,9 +45,9 @@ def test_local_llm_names_every_node_and_a_rerun_calls_nothing(assets, tmp_path, 
     assert name_clusters.main([str(path), "--name", "--local-llm", "--quiet"]) == 0, buf.getvalue()
     out = buf.getvalue()
     assert "local LLM at http://127.0.0.1:" in out and "4/4 nodes named" in out
-    llm_cfg = name_clusters.apply_local_llm(cfg)
+    llm_cfg = naming_stage.apply_local_llm(cfg)
     assert llm_cfg.naming.model == MODEL_ID
-    sd = name_clusters.stage_dir(llm_cfg)
+    sd = naming_stage.stage_dir(llm_cfg)
     data = json.loads(sd.file("names.json").read_text())
     assert data["n_failed"] == 0 and data["model"] == MODEL_ID and data["stats"]["requests"] >= 4
     for rec in data["nodes"]:

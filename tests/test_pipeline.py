@@ -17,13 +17,13 @@ import pytest
 from rich.console import Console
 from sklearn.metrics import normalized_mutual_info_score
 
-import chunking
 import cluster_corpus
-import embed_chunks
-from cluster_tree import ClusterTree
-from config import to_dict
-from embedders import resolve_model_dir
-from errors import InputError
+from corpus_proximity.config import to_dict
+from corpus_proximity.errors import InputError
+from corpus_proximity.text import chunking, embedding
+from corpus_proximity.text.embedders import resolve_model_dir
+from corpus_proximity.tree import stage as tree_stage
+from corpus_proximity.tree.tree import ClusterTree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,14 +42,14 @@ def built(tmp_path_factory):
 
     cfg = small_default_cfg.__wrapped__(tmp_path_factory.mktemp("e2e"))
     log = quiet_log()
-    sd = cluster_corpus.run_clustering(cfg, log)
+    sd = tree_stage.run_clustering(cfg, log)
     return cfg, sd, logged(log)
 
 
 def test_default_corpus_tree_has_two_depths_and_sane_sizes(built):
     cfg, sd, log = built
     assert "chunks: computing" in log and "embed:" in log
-    tree, labels_path = cluster_corpus.publish(cfg, sd, None)
+    tree, labels_path = tree_stage.publish(cfg, sd, None)
     assert tree.n_depths >= 2
     assert 2 <= len(tree.root.children) <= 30
     for node in (n for n in tree.nodes.values() if n.children):
@@ -71,7 +71,7 @@ def test_rerun_is_all_cache_hits(built):
     cfg, sd, _ = built
     log = quiet_log()
     t0 = time.perf_counter()
-    again = cluster_corpus.run_clustering(cfg, log)
+    again = tree_stage.run_clustering(cfg, log)
     assert again.path == sd.path
     out = logged(log)
     assert "chunks: cache hit" in out and "embed: cache hit" in out and "tree: cache hit" in out
@@ -80,11 +80,11 @@ def test_rerun_is_all_cache_hits(built):
 
 def test_clustering_change_reuses_chunks_and_embeddings(built):
     cfg, sd, _ = built
-    emb_file = embed_chunks.stage_dir(cfg).file("embeddings.npy")
+    emb_file = embedding.stage_dir(cfg).file("embeddings.npy")
     mtime = emb_file.stat().st_mtime_ns
     other = replace(cfg, clustering=replace(cfg.clustering, max_depth=1))
     log = quiet_log()
-    sd2 = cluster_corpus.run_clustering(other, log)
+    sd2 = tree_stage.run_clustering(other, log)
     out = logged(log)
     assert "chunks: cache hit" in out and "embed: cache hit" in out and "tree: clustering" in out
     assert sd2.path != sd.path and emb_file.stat().st_mtime_ns == mtime
@@ -96,13 +96,13 @@ def test_model_change_reuses_chunks_only(built, tmp_path):
     copy = tmp_path / "minilm-copy"
     shutil.copytree(resolve_model_dir(cfg.embedding.model), copy)
     other = replace(cfg, embedding=replace(cfg.embedding, model=str(copy)))
-    assert embed_chunks.stage_dir(other).path != embed_chunks.stage_dir(cfg).path
+    assert embedding.stage_dir(other).path != embedding.stage_dir(cfg).path
     log = quiet_log()
-    embed_chunks.run_embedding(other, log)
+    embedding.run_embedding(other, log)
     out = logged(log)
     assert "chunks: cache hit" in out and "embed: cache hit" not in out
-    same = np.allclose(embed_chunks.load_embeddings(embed_chunks.stage_dir(other)),
-                       embed_chunks.load_embeddings(embed_chunks.stage_dir(cfg)), atol=1e-5)
+    same = np.allclose(embedding.load_embeddings(embedding.stage_dir(other)),
+                       embedding.load_embeddings(embedding.stage_dir(cfg)), atol=1e-5)
     assert same  # the same weights under another path give the same vectors
 
 
@@ -110,27 +110,27 @@ def test_incomplete_cache_dir_is_recomputed_and_corrupt_one_is_refused(built, tm
     cfg, _, _ = built
     fresh = replace(cfg, cache_dir=str(tmp_path / "cache"))
     chunks_sd = chunking.run_chunking(fresh, quiet_log())
-    sd = embed_chunks.stage_dir(fresh)
+    sd = embedding.stage_dir(fresh)
     sd.path.mkdir(parents=True)
     np.save(sd.file("embeddings.npy"), np.full((3, 3), np.nan, np.float32))  # no _SUCCESS
-    embed_chunks.run_embedding(fresh, quiet_log())
-    emb = embed_chunks.load_embeddings(sd)
+    embedding.run_embedding(fresh, quiet_log())
+    emb = embedding.load_embeddings(sd)
     assert emb.shape[0] == chunks_sd.read_meta()["n_chunks"] and np.isfinite(emb).all()
     # a finished result that was corrupted afterwards: one clear error naming the file and the fix
     bad = np.array(emb)
     bad[5] = np.nan
     np.save(sd.file("embeddings.npy"), bad)
     with pytest.raises(InputError, match=r"embeddings.npy: 1 rows contain NaN/inf .*delete .* and rerun"):
-        embed_chunks.load_embeddings(sd)
+        embedding.load_embeddings(sd)
     np.save(sd.file("embeddings.npy"), emb[:, :10].copy())
     with pytest.raises(InputError, match=r"embeddings.npy: shape .* expected"):
-        embed_chunks.load_embeddings(sd)
+        embedding.load_embeddings(sd)
 
 
 def _write_config(path: Path, cfg) -> None:
     d = to_dict(cfg)
     path.write_text(
-        "from config import *\n"
+        "from corpus_proximity.config import *\n"
         f"config = ExperimentConfig(name={d['name']!r}, cache_dir={d['cache_dir']!r}, output_dir={d['output_dir']!r},\n"
         f"    corpus=CorpusConfig(**{d['corpus']!r}),\n"
         f"    chunking=ChunkingConfig(**{d['chunking']!r}),\n"
@@ -144,7 +144,7 @@ def test_kill_9_during_embedding_resumes_from_last_shard(built, tmp_path, monkey
     cfg = replace(cfg, cache_dir=str(tmp_path / "cache"), embedding=replace(cfg.embedding, shard_size=16))
     cfg_file = tmp_path / "cfg.py"
     _write_config(cfg_file, cfg)
-    sd = embed_chunks.stage_dir(cfg)
+    sd = embedding.stage_dir(cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "embed_chunks.py"), str(cfg_file), "--quiet"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,7 +159,7 @@ def test_kill_9_during_embedding_resumes_from_last_shard(built, tmp_path, monkey
     assert len(done) * 16 < n_total, "the run finished before it was killed; nothing to resume"
 
     encoded = []
-    real = embed_chunks.make_embedder
+    real = embedding.make_embedder
 
     def counting(ecfg, n_rows):
         emb = real(ecfg, n_rows)
@@ -167,12 +167,12 @@ def test_kill_9_during_embedding_resumes_from_last_shard(built, tmp_path, monkey
         emb.encode = lambda texts, start: (encoded.append(start), enc(texts, start))[1]
         return emb
 
-    monkeypatch.setattr(embed_chunks, "make_embedder", counting)
-    embed_chunks.run_embedding(cfg, quiet_log())
+    monkeypatch.setattr(embedding, "make_embedder", counting)
+    embedding.run_embedding(cfg, quiet_log())
     assert sd.complete
     assert min(encoded) >= len(done) * 16  # finished shards were not embedded again
-    resumed = embed_chunks.load_embeddings(sd)
-    reference = embed_chunks.load_embeddings(embed_chunks.stage_dir(built[0]))
+    resumed = embedding.load_embeddings(sd)
+    reference = embedding.load_embeddings(embedding.stage_dir(built[0]))
     assert np.allclose(resumed, reference, atol=1e-5)
 
 
@@ -187,11 +187,11 @@ def test_precomputed_embeddings(built, tmp_path):
     np.save(tmp_path / "pre.npy", vecs)
     pre = replace(fresh, embedding=replace(fresh.embedding, precomputed_path=str(tmp_path / "pre.npy")),
                   clustering=replace(fresh.clustering, max_depth=1, root_clusterer="kmeans", kmeans_space="raw"))
-    tree = ClusterTree.load(cluster_corpus.run_clustering(pre, quiet_log()).path)
+    tree = ClusterTree.load(tree_stage.run_clustering(pre, quiet_log()).path)
     assert len(tree.root.children) == 4
     np.save(tmp_path / "pre.npy", vecs[:-1])
     with pytest.raises(InputError, match=r"precomputed_path: .* has shape .* but the corpus has"):
-        embed_chunks.run_embedding(replace(pre, cache_dir=str(tmp_path / "c2")), quiet_log())
+        embedding.run_embedding(replace(pre, cache_dir=str(tmp_path / "c2")), quiet_log())
 
 
 def test_unreachable_hub_model_says_how_to_use_a_local_copy(monkeypatch):

@@ -1,16 +1,11 @@
-"""bench/quality_metrics.py: noise-aware scores, hierarchy consistency, cutting a topic hierarchy."""
+"""corpus_proximity.evals.quality: noise-aware scores, hierarchy consistency, cutting a topic hierarchy."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from quality_metrics import as_int_labels, cut_hierarchy, hierarchy_consistency, level_scores  # noqa: E402
+from corpus_proximity.evals.quality import as_int_labels, cut_hierarchy, hierarchy_consistency, level_scores
 
 
 def test_as_int_labels_maps_every_noise_spelling_to_minus_one():

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import cli
-import rollout
-from config import ExperimentConfig, RolloutConfig
-from evals import GSM8KSample
+import rollout as rollout_cli
+from corpus_proximity import cli
+from corpus_proximity.config import ExperimentConfig, RolloutConfig
+from corpus_proximity.evals import rollout
+from corpus_proximity.evals.gsm8k import GSM8KSample
+
 from naming_fixtures import FakeLLM
 
 SAMPLES = [GSM8KSample(f"gsm8k-test-{i}", f"What is {i} + {i}?", f"{i}+{i}=<<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}")
@@ -98,7 +100,7 @@ def _write_cfg(tmp_path: Path, rc: RolloutConfig, gsm8k: Path) -> Path:
     cfg = ExperimentConfig(name="r", cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out"),
                            rollout=replace(rc, data_path=str(gsm8k)))
     p = tmp_path / "cfg.py"
-    p.write_text(f"from config import *\nconfig = {cfg!r}\n")
+    p.write_text(f"from corpus_proximity.config import *\nconfig = {cfg!r}\n")
     return p
 
 
@@ -114,7 +116,7 @@ def run_main(args) -> tuple[int, str, str]:
     cli.console = Console(file=buf, width=300)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = rollout.main([str(a) for a in args])
+            rc = rollout_cli.main([str(a) for a in args])
     finally:
         cli.console = old
     return rc, out.getvalue(), buf.getvalue() + err.getvalue()
@@ -159,14 +161,13 @@ def test_cli_bad_input_is_one_line(tmp_path, overrides, needle):
 def test_local_llm_rollouts_are_graded_then_annotated(built_default, tmp_path):
     if os.environ.get("CP_SKIP_LLM") == "1":
         pytest.skip("CP_SKIP_LLM=1")
-    from local_llm import LocalLLMUnavailable, ensure_model
+    from corpus_proximity.llm.local import LocalLLMUnavailable, ensure_model
 
     try:
         ensure_model()
     except LocalLLMUnavailable as e:
         pytest.skip(f"local LLM assets cannot be installed here: {e}")
     import annotate_with_clusters
-
     real = [{"question": "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in "
                          "total does it take?", "answer": "2/2=<<2/2=1>>1\n2+1=<<2+1=3>>3\n#### 3"},
             {"question": "Tom has 3 boxes with 4 apples in each box. How many apples does he have?",
@@ -180,7 +181,7 @@ def test_local_llm_rollouts_are_graded_then_annotated(built_default, tmp_path):
     cfg = replace(base, output_dir=str(tmp_path / "outputs"),
                   rollout=replace(base.rollout, data_path=str(gsm8k), max_tokens=256, max_concurrency=2))
     cfg_file = tmp_path / "cfg.py"
-    cfg_file.write_text(f"from config import *\nconfig = {cfg!r}\n")
+    cfg_file.write_text(f"from corpus_proximity.config import *\nconfig = {cfg!r}\n")
     rc, _, log = run_main([cfg_file, "--quiet", "--local-llm"])
     assert rc == 0, log
     (out,) = (tmp_path / "outputs" / "test" / "rollouts").glob("*.jsonl")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from activations import ArrayChunk, FileSource, GeneratedSource, write_chunk
-from errors import InputError
-from soft_cluster import SequentialSoftClustering
-from soft_cluster_analyzer import ClusterAnalyzer
-from soft_cluster_stats import LdaStats, ledoit_wolf_cov
-import soft_cluster_kernels as kernels
-from soft_cluster_stream import GB, chunk_key_bases, rss_bytes
+from corpus_proximity.errors import InputError
+from corpus_proximity.soft.activations import ArrayChunk, FileSource, GeneratedSource, write_chunk
+from corpus_proximity.soft.analyzer import ClusterAnalyzer
+from corpus_proximity.soft.kernels import rows as kernels
+from corpus_proximity.soft.stage import SequentialSoftClustering
+from corpus_proximity.soft.stats import LdaStats, ledoit_wolf_cov
+from corpus_proximity.soft.stream import GB, chunk_key_bases, rss_bytes
 
 K, D, L, N_SEQ, N_CHUNKS = 6, 32, 24, 20, 8
 CLS, PAD = 1, 0  # special token at position 0, padding token
@@ -217,8 +217,7 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path):
 
 def test_block_size_does_not_change_the_result_and_too_small_a_budget_fails(fitted, monkeypatch):
     _, src, ref, _ = fitted
-    import soft_cluster_stream
-
+    from corpus_proximity.soft import stream as soft_cluster_stream
     plan_rows = soft_cluster_stream.MemoryPlan.rows
     chunk = src.open(0)
     big = plan_rows(soft_cluster_stream.MemoryPlan(2 * 2 ** 30, 2 ** 28, K), chunk, 2 ** 20)
@@ -235,8 +234,7 @@ def test_block_size_does_not_change_the_result_and_too_small_a_budget_fails(fitt
 
 def test_workers_and_tiles_change_only_rounding(fitted, tmp_path, monkeypatch):
     _, src, ref, ref_out = fitted
-    import soft_cluster_tiles
-
+    from corpus_proximity.soft import tiles as soft_cluster_tiles
     monkeypatch.setattr(soft_cluster_tiles, "tile_rows", lambda dim, tile_bytes=0, least=0: 16)  # ~20 tiles a chunk
     for workers in (1, 3):
         out = tmp_path / str(workers)
@@ -252,8 +250,8 @@ def test_workers_and_tiles_change_only_rounding(fitted, tmp_path, monkeypatch):
 
 
 def test_model_space_vectors_steer_and_read_like_the_whitened_ones():
-    from activations import fit_whitening
-    from soft_cluster_stats import model_space_vectors
+    from corpus_proximity.soft.activations import fit_whitening
+    from corpus_proximity.soft.stats import model_space_vectors
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((500, 12)) @ rng.standard_normal((12, 12)) + 5.0  # correlated, off-centre
@@ -281,8 +279,7 @@ def test_lda_reservoir_is_the_smallest_keys_of_all_confident_positions(tmp_path,
     among the positions whose top membership reaches lda_min_membership, however the chunks
     filtered and capped their candidates on the way (two chunks: each holds about half the reservoir;
     blocks of 2 sequences, so a chunk's candidates are capped as its blocks add up)."""
-    import soft_cluster_stream
-
+    from corpus_proximity.soft import stream as soft_cluster_stream
     monkeypatch.setattr(soft_cluster_stream.MemoryPlan, "free_rows", lambda self, chunk, state: 4 * L)
     _, src = planted_source(n_chunks=2, seed=1)
     out = tmp_path
@@ -314,8 +311,7 @@ def test_the_summary_does_not_depend_on_how_many_chunks_are_in_flight(fitted, mo
     """Chunks in flight are handed older floors (what can still enter the exemplar lists and the
     reservoir), so they pass on more candidates; the lists and the reservoir must not show it."""
     _, src, ref, _ = fitted
-    import soft_cluster_stream
-
+    from corpus_proximity.soft import stream as soft_cluster_stream
     monkeypatch.setattr(soft_cluster_stream, "IN_FLIGHT_PER_WORKER", 1)
     m = small_model().fit(src, ignore_token_ids=[CLS])
     for a, b in zip(m.summary_["clusters"], ref.summary_["clusters"]):  # exemplars, tokens, usage: exact

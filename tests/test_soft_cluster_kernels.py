@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-import soft_cluster_kernels as kernels
-from vmf import EXP_SAFE_INV_T, Scorer, estep_sums, inverse_norms
+from corpus_proximity.soft.kernels import rows as kernels
+from corpus_proximity.soft.vmf import EXP_SAFE_INV_T, Scorer, estep_sums, inverse_norms
 
 
 def test_float16_rows_convert_exactly_for_every_bit_pattern():
@@ -102,8 +102,8 @@ def test_scores_and_estep_match_float64(inv_t):
                                               (1.0, 0.001, 40, np.float16),
                                               (1 / (2 * EXP_SAFE_INV_T), 0.05, 4, np.float32)])  # the row-max shift
 def test_phase2_block_matches_numpy(t, thr, m, dtype):
-    from soft_cluster_stats import ChunkParts
-    from soft_cluster_stream import TileBuffers, phase2_block
+    from corpus_proximity.soft.stats import ChunkParts
+    from corpus_proximity.soft.stream import TileBuffers, phase2_block
 
     rng = np.random.default_rng(5)
     n, k, d, L, base = 300, 40, 12, 16, 32
@@ -179,8 +179,8 @@ def test_position_keys_are_uniform_independent_and_depend_on_the_position_only()
 
 
 def test_pair_tables_spill_when_half_full_and_lose_nothing():
-    from soft_cluster_stats import ChunkParts
-    from soft_cluster_stream import TileBuffers, phase2_block
+    from corpus_proximity.soft.stats import ChunkParts
+    from corpus_proximity.soft.stream import TileBuffers, phase2_block
 
     rng = np.random.default_rng(6)
     k, d, L, m, n = 8, 4, 10, 3, 120
@@ -212,7 +212,7 @@ def test_pair_tables_spill_when_half_full_and_lose_nothing():
 def test_blas_runs_on_one_thread_in_the_workers_context_and_is_restored_after():
     from threadpoolctl import threadpool_info
 
-    from soft_cluster_tiles import blas_single_threaded
+    from corpus_proximity.soft.tiles import blas_single_threaded
 
     before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
     assert before  # numpy's OpenBLAS at least; scipy's too, which the kernels load

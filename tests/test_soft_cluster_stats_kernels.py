@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import soft_cluster_kernels as kernels
-import soft_cluster_stats_kernels as stats_kernels
+from corpus_proximity.soft.kernels import rows as kernels
+from corpus_proximity.soft.kernels import stats as stats_kernels
 
 
 def test_stepwise_em_step_matches_the_numpy_formulas():
-    from vmf import StepwiseEM
+    from corpus_proximity.soft.vmf import StepwiseEM
 
     rng = np.random.default_rng(10)
     k, d, workers, count, decay = 7, 33, 2, 500, 0.6
@@ -44,7 +44,7 @@ def test_stepwise_em_step_matches_the_numpy_formulas():
 
 
 def test_reservoir_keeps_the_smallest_keys_slot_by_slot_whatever_the_batches():
-    from soft_cluster_stats import LdaStats
+    from corpus_proximity.soft.stats import LdaStats
 
     rng = np.random.default_rng(8)
     n, d, total = 50, 3, 2000
@@ -82,7 +82,7 @@ def test_reservoir_keeps_the_smallest_keys_slot_by_slot_whatever_the_batches():
 
 
 def test_exemplar_context_matches_a_plain_loop():
-    from soft_cluster_stats import ChunkMemberships
+    from corpus_proximity.soft.stats import ChunkMemberships
 
     rng = np.random.default_rng(7)
     n_seq, L, k, window, top_m = 6, 10, 5, 2, 3
@@ -111,7 +111,7 @@ def test_exemplar_context_matches_a_plain_loop():
 
 
 def test_exemplar_lists_keep_the_largest_keys_earlier_first_whatever_the_batches():
-    from soft_cluster_stats import ExemplarCandidates, Exemplars
+    from corpus_proximity.soft.stats import ExemplarCandidates, Exemplars
 
     rng = np.random.default_rng(3)
     k, n, w, m, total = 4, 5, 1, 2, 300
@@ -143,8 +143,8 @@ def test_exemplar_lists_keep_the_largest_keys_earlier_first_whatever_the_batches
 
 
 def test_a_chunks_sums_add_as_numpy_and_leave_its_parts_zeroed():
-    from soft_cluster_stats import ChunkParts, Exemplars, LdaStats, UsageStats
-    from soft_cluster_stream import Phase2Stats
+    from corpus_proximity.soft.stats import ChunkParts, Exemplars, LdaStats, UsageStats
+    from corpus_proximity.soft.stream import Phase2Stats
 
     rng = np.random.default_rng(9)
     k, d, L = 6, 5, 7
@@ -188,7 +188,7 @@ def test_token_pairs_sum_as_one_bincount_across_growth_and_checkpoints():
     same additions in the same order: equal to the bit), both those a chunk spilled and those left in
     its own table, through several doublings of the table, a checkpoint taken over as it is and one
     in the sorted layout of earlier versions."""
-    from soft_cluster_stats import ChunkParts, UsageStats
+    from corpus_proximity.soft.stats import ChunkParts, UsageStats
 
     rng = np.random.default_rng(5)
     chunks = [(rng.integers(0, 40_000 * (i + 1), size=30_000), rng.random(30_000)) for i in range(6)]

@@ -18,11 +18,14 @@ import pytest
 from rich.console import Console
 
 import annotate_with_clusters
-import chunking
-import cluster_corpus
-import visualize_clusters as vc
-from cluster_tree import ClusterTree
-from name_clusters import load_names
+import visualize_clusters
+from corpus_proximity.explore import data as vc
+from corpus_proximity.explore import map as map2d
+from corpus_proximity.explore import report
+from corpus_proximity.naming.stage import load_names
+from corpus_proximity.text import chunking
+from corpus_proximity.tree import stage as tree_stage
+from corpus_proximity.tree.tree import ClusterTree
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -34,7 +37,7 @@ def quiet():
 
 def write_config(path: Path, cfg) -> Path:
     """A configs/*.py file rebuilding ``cfg`` (the repr of the frozen dataclasses is Python)."""
-    path.write_text(f"from config import *\n\nconfig = {cfg!r}\n")
+    path.write_text(f"from corpus_proximity.config import *\n\nconfig = {cfg!r}\n")
     return path
 
 
@@ -47,7 +50,7 @@ def built(built_default, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vis")
     cfg = dataclasses.replace(built_default, name="exploration")
     cfg_file = write_config(tmp / "cfg.py", cfg)
-    tree = ClusterTree.load(cluster_corpus.stage_dir(cfg).path)
+    tree = ClusterTree.load(tree_stage.stage_dir(cfg).path)
     texts = chunking.read_chunks(chunking.stage_dir(cfg), ["text"]).column("text").to_pylist()
     big = tree.nodes[tree.root.children[0]]
     other = np.setdiff1d(np.concatenate([tree.nodes[c].members for c in tree.root.children[1:]]), big.members)
@@ -68,7 +71,7 @@ def built(built_default, tmp_path_factory):
 def test_report_shows_tree_map_and_statistics_and_exports_viewer_files(built, capsys):
     cfg, cfg_file, tree, names, big = built
     out = cfg.outputs / "report.html"
-    assert vc.main([str(cfg_file), "--quiet"]) == 0
+    assert visualize_clusters.main([str(cfg_file), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"report: {out}" in " ".join(err.split())
     assert f"run dashboard.py -- {cfg_file}" in " ".join(err.split())
@@ -78,7 +81,7 @@ def test_report_shows_tree_map_and_statistics_and_exports_viewer_files(built, ca
     assert "Model outputs: where the errors are" in page and "graded by grade.is_correct" in page
     assert "cluster × correctness" in page and "all " + str(tree.n_points) + " chunks" in page
     items = json.loads((cfg.outputs / "items.json").read_text())
-    coords = np.load(vc.stage_dir(cfg).file("coords.npy"))
+    coords = np.load(map2d.stage_dir(cfg).file("coords.npy"))
     assert len(items) == tree.n_points and np.isfinite(coords).all()
     d0, d1 = tree.labels_at_depth(0), tree.labels_at_depth(1)
     for i in (0, len(items) // 2, len(items) - 1):
@@ -94,24 +97,24 @@ def test_map_is_a_cached_stage_keyed_on_embeddings_and_its_own_fields(built):
     cfg = built[0]
     log = quiet()
     t0 = time.perf_counter()
-    sd = vc.run_map(cfg, log)
+    sd = map2d.run_map(cfg, log)
     assert "map2d: cache hit" in log.file.getvalue() and time.perf_counter() - t0 < 5
     other_tree = dataclasses.replace(cfg, clustering=dataclasses.replace(cfg.clustering, max_depth=1))
-    assert vc.stage_dir(other_tree).path == sd.path
+    assert map2d.stage_dir(other_tree).path == sd.path
     reseeded = dataclasses.replace(cfg, visualization=dataclasses.replace(cfg.visualization, seed=1))
-    assert vc.stage_dir(reseeded).path != sd.path
+    assert map2d.stage_dir(reseeded).path != sd.path
 
 
 def test_large_corpus_map_is_a_deterministic_sample_and_says_so(built):
     cfg, _, tree, _, _ = built
     small = dataclasses.replace(cfg, visualization=dataclasses.replace(cfg.visualization, map_max_points=60))
     ex = vc.load_exploration(small, log=quiet())
-    assert len(ex.shown) == 60 and np.array_equal(ex.shown, vc.map_sample(tree.n_points, 60, 0))
+    assert len(ex.shown) == 60 and np.array_equal(ex.shown, map2d.map_sample(tree.n_points, 60, 0))
     assert f"a deterministic sample of 60 of {tree.n_points} chunks" in ex.map_note
     assert np.isfinite(ex.coords).all()  # the rest are placed by transform, so outputs have coordinates
-    html = vc.render_report(ex)
+    html = report.render_report(ex)
     assert "a deterministic sample of 60" in html
-    vc.export_viewer_files(ex, Path(small.outputs) / "sampled")
+    report.export_viewer_files(ex, Path(small.outputs) / "sampled")
     assert len(json.loads((Path(small.outputs) / "sampled" / "items.json").read_text())) == 60
 
 
@@ -119,13 +122,13 @@ def test_bad_input_no_tree_unnamed_tree_and_no_annotations(built, tmp_path, caps
     cfg, _, tree, _, _ = built
     no_tree = dataclasses.replace(cfg, clustering=dataclasses.replace(cfg.clustering, seed=123))
     f = write_config(tmp_path / "nt.py", no_tree)
-    assert vc.main([str(f), "--quiet"]) == 2
+    assert visualize_clusters.main([str(f), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no tree for this config" in err and f"python cluster_corpus.py {f}" in err
     # LLM names never made: nodes shown by id, and the note says how to name them
     llm = dataclasses.replace(cfg, name="llm", naming=dataclasses.replace(cfg.naming, namer="llm", model="m"))
     f = write_config(tmp_path / "llm.py", llm)
-    assert vc.main([str(f), "--quiet", "--out", str(tmp_path / "r.html")]) == 0
+    assert visualize_clusters.main([str(f), "--quiet", "--out", str(tmp_path / "r.html")]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "no llm names for this config yet" in err and "name_clusters.py CONFIG --name" in err and "shown by id" in err
     clusters = json.loads((tmp_path / "clusters.json").read_text())
@@ -133,9 +136,9 @@ def test_bad_input_no_tree_unnamed_tree_and_no_annotations(built, tmp_path, caps
     # no annotations under this name's outputs: error views hidden, and how to produce them
     assert "no annotated model outputs" in err and "annotate_with_clusters.py" in err
     assert "where the errors are" not in (tmp_path / "r.html").read_text()
-    assert vc.main([str(f), "--quiet", "--annotations", str(tmp_path)]) == 2
+    assert visualize_clusters.main([str(f), "--quiet", "--annotations", str(tmp_path)]) == 2
     assert "no annotated.parquet" in capsys.readouterr().err
-    assert vc.main([str(built[1]), "--quiet", "--out", str(tmp_path / "x.html"), "--field", "nope"]) == 2
+    assert visualize_clusters.main([str(built[1]), "--quiet", "--out", str(tmp_path / "x.html"), "--field", "nope"]) == 2
     assert "--field nope: not annotated" in capsys.readouterr().err
 
 
@@ -259,7 +262,7 @@ def test_browser_shows_the_named_tree_in_the_dashboard_and_the_report(built, tmp
         driver.save_screenshot(str(tmp_path / "dashboard_node.png"))
         # the standalone report, from the file system (plotly.js inlined: no network)
         report = tmp_path / "report.html"
-        assert vc.main([str(cfg_file), "--quiet", "--out", str(report)]) == 0
+        assert visualize_clusters.main([str(cfg_file), "--quiet", "--out", str(report)]) == 0
         driver.get(report.as_uri())
         _wait_for(driver, names[big], 60, css="g.slice text")
         _wait_for(driver, "cluster × correctness", 10)
