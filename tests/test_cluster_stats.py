@@ -3,7 +3,7 @@ import pytest
 from scipy import stats
 from scipy.stats import false_discovery_control
 
-from corpus_proximity.analysis.stats import analyze_clusters, benjamini_hochberg, cramers_v_corrected, wilson_interval
+from corpus_proximity.analysis.stats import analyze_clusters, cramers_v_corrected, wilson_interval
 
 
 def test_overall_chi2_equals_scipy_on_random_tables():
@@ -32,9 +32,13 @@ def test_cramers_v_on_known_tables():
     assert cramers_v_corrected(big) == pytest.approx(stats.contingency.association(big, method="cramer"), abs=1e-3)
 
 
-def test_bh_matches_scipy_and_wilson_is_sane():
-    p = np.random.default_rng(1).random(50) ** 2
-    assert np.allclose(benjamini_hochberg(p), false_discovery_control(p, method="bh"))
+def test_q_values_are_bh_of_the_clusters_own_p_values_and_wilson_is_sane():
+    rng = np.random.default_rng(1)
+    labels = rng.choice([f"c{i}" for i in range(12)], 600)
+    correct = rng.random(600) > np.where(labels == "c3", 0.6, 0.2)
+    rows = analyze_clusters(labels, correct)["clusters"]
+    p = np.array([r["p"] for r in rows])
+    assert len(rows) == 12 and np.allclose([r["q"] for r in rows], false_discovery_control(p, method="bh"))
     lo, hi = wilson_interval(0, 10)
     assert lo == 0.0 and 0.2 < hi < 0.35
     lo, hi = wilson_interval(50, 100)

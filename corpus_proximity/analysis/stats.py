@@ -3,7 +3,7 @@
 :func:`analyze_clusters` takes one cluster label and one correctness flag per item (at one depth
 of the tree) and returns, per cluster, n, errors, the error rate with a Wilson interval, a 2×2
 test of that cluster against the rest (Fisher's exact where an expected count is < 5, else
-chi-squared) with Benjamini–Hochberg q-values, and an overall chi-squared test of the whole
+chi-squared) with Benjamini–Hochberg q-values (scipy), and an overall chi-squared test of the whole
 contingency table with the bias-corrected Cramér's V. It says so when the data are too few
 for the test to mean anything, instead of reporting noise.
 """
@@ -43,20 +43,6 @@ def cramers_v_corrected(table: np.ndarray) -> float:
     cc = c - (c - 1) ** 2 / (n - 1)
     denom = min(rc - 1, cc - 1)
     return float(np.sqrt(phi2c / denom)) if denom > 0 else 0.0
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """BH q-values (step-up, monotone, capped at 1)."""
-    p = np.asarray(p, dtype=float)
-    m = len(p)
-    if m == 0:
-        return p
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
-    return out
 
 
 @dataclass(frozen=True)
@@ -115,7 +101,7 @@ def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
         rest = n_total - n
         rows.append(dict(cluster=g, n=n, errors=e, error_rate=e / n if n else 0.0, ci_low=lo, ci_high=hi,
                          rate_elsewhere=(err_total - e) / rest if rest else float("nan"), test=test, p=p))
-    q = benjamini_hochberg(np.array([r["p"] for r in rows]))
+    q = stats.false_discovery_control([r["p"] for r in rows], method="bh") if rows else []
     rows = [ClusterRow(**r, q=float(qi)) for r, qi in zip(rows, q)]
     pooled = {}
     for r in rows:
