@@ -2,7 +2,7 @@
 
     python name_clusters.py configs/clustering_01_tiny.py --tree            # offline names
     python name_clusters.py configs/clustering_01_tiny.py --name --local-llm # a local llama.cpp model
-    python name_clusters.py CONFIG --name --set naming.namer=llm --set naming.model=gpt-4o-mini
+    python name_clusters.py CONFIG --name --set naming.namer=llm --set naming.llm.model=gpt-4o-mini
     python name_clusters.py CONFIG --list | --inspect 3.1 --samples 5 | --show-noise
 
 Names are stored in ``data/cache/names-<key>/names.json`` (:mod:`corpus_proximity.naming.stage`);

@@ -2,7 +2,7 @@
 
     python name_soft_clusters.py configs/soft_cluster_01_tiny.py --local-llm   # bundled local model
     python name_soft_clusters.py configs/soft_cluster_01_tiny.py --set naming.namer=llm \
-        --set naming.model=gpt-4o-mini                                          # any OpenAI-compatible endpoint
+        --set naming.llm.model=gpt-4o-mini                                          # any OpenAI-compatible endpoint
     python name_soft_clusters.py configs/soft_cluster_01_tiny.py               # offline: distinctive tokens
     python name_soft_clusters.py configs/soft_cluster_01_tiny.py --cluster 17  # one named cluster, exemplars
 

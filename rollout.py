@@ -1,7 +1,7 @@
 """Ask a model an eval's questions (GSM8K) through an OpenAI-compatible endpoint, and grade them.
 
     python rollout.py configs/clustering_01_tiny.py --local-llm --set rollout.data_path=PATH/test.jsonl
-    python rollout.py CONFIG --set rollout.model=gpt-4o-mini --set rollout.limit=200
+    python rollout.py CONFIG --set rollout.llm.model=gpt-4o-mini --set rollout.limit=200
     python rollout.py CONFIG --local-llm --prompt "What is 17 * 23?" --stream --system "Be brief."
 
 Writes one graded record per answer to ``data/outputs/<name>/rollouts/*.jsonl``
@@ -15,10 +15,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
 from corpus_proximity import cli
 from corpus_proximity.errors import InputError, cli_errors
 from corpus_proximity.evals.gsm8k import load_gsm8k
 from corpus_proximity.evals.rollout import generate, output_path, stream_one, summarize, write_rollouts
+from corpus_proximity.llm.caller import CALL_CACHE
+from corpus_proximity.llm.local import MODEL_ID, lazy_server
 
 
 @cli_errors
@@ -33,45 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = cli.resolve(args)
     rc = cfg.rollout
-    server = None
-    try:
-        if args.local_llm:
-            from corpus_proximity.llm.local import MODEL_ID, LocalLLMServer, LocalLLMUnavailable
-
-            try:
-                server = LocalLLMServer(slots=rc.max_concurrency, ctx_per_slot=max(1024, rc.max_tokens + 512))
-                base_url = server.start()
-            except LocalLLMUnavailable as e:
-                raise InputError(f"--local-llm: {e}") from None
-            model = MODEL_ID
-            # a CPU server shared by `slots` sequences can take minutes per long answer; a call
-            # that times out is asked again from scratch, so give it time
-            rc = replace(rc, timeout_s=max(rc.timeout_s, 900.0))
-            cli.console.print(f"local LLM at {base_url} ({server.used_backend})")
-        else:
-            base_url, model = rc.base_url, rc.model
-            if not model:
-                raise InputError("rollout.model is not set; --set rollout.model=NAME (and rollout.base_url=URL for "
-                                 "a local server), or use --local-llm")
+    if args.local_llm:
+        # a CPU server shared by `slots` sequences can take minutes per long answer, and a call that
+        # times out is asked again from scratch: give it time
+        rc = replace(rc, llm=replace(rc.llm, model=MODEL_ID, timeout_s=max(rc.llm.timeout_s, 900.0)))
+    elif not rc.llm.model:
+        raise InputError("rollout.llm.model is not set; --set rollout.llm.model=NAME (and rollout.llm.base_url=URL "
+                         "for a local server), or use --local-llm")
+    slots, ctx = rc.llm.max_concurrency, max(1024, rc.llm.max_tokens + 512)
+    with lazy_server(slots, cli.console, "rollouts", ctx_per_slot=ctx, enabled=args.local_llm) as connect:
         if args.prompt is not None:
             system = args.system if args.system is not None else rc.system_prompt
-            stream_one(args.prompt, system, rc, model=model, base_url=base_url, local=args.local_llm,
+            stream_one(args.prompt, system, rc, base_url=connect() if connect else None, local=args.local_llm,
                        stream=args.stream)
             return 0
         samples = load_gsm8k(rc.data_path, rc.split, rc.limit)
-        out = args.out or output_path(cfg, model)
-        cli.console.print(f"{len(samples)} GSM8K {rc.split} questions × {rc.n_samples} → {model}")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+        out = args.out or output_path(cfg, rc.llm.model)
+        cli.console.print(f"{len(samples)} GSM8K {rc.split} questions × {rc.n_samples} → {rc.llm.model}")
         with Progress("rollouts", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=cli.console) as bar:
             task = bar.add_task("rollouts", total=len(samples) * rc.n_samples)
-            rollouts, stats = generate(samples, rc, model=model, base_url=base_url,
-                                       cache_dir=Path(cfg.cache_dir) / "rollout-calls", local=args.local_llm,
+            rollouts, stats = generate(samples, rc, cache_dir=Path(cfg.cache_dir) / CALL_CACHE, connect=connect,
                                        progress=lambda d, n: bar.update(task, completed=d))
-    finally:
-        if server is not None:
-            server.stop()
     write_rollouts(out, rollouts)
     s = summarize(rollouts)
     acc = f"{s['accuracy']:.1%}" if s["accuracy"] is not None else "n/a"

@@ -235,33 +235,59 @@ class ClusteringConfig:
 
 
 @dataclass(frozen=True)
+class LLMConfig:
+    """Which chat model to call, where, and how hard: the block naming (``naming.llm``) and rollouts
+    (``rollout.llm``) share. Only ``model``, ``temperature`` and ``max_tokens`` can change an answer;
+    the rest is left out of cache keys. Checked by the section that holds it (:meth:`check`)."""
+
+    base_url: str | None = None
+    """OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama), e.g. http://127.0.0.1:8080/v1;
+    None = the OpenAI API. Not in cache keys: the model name identifies the model."""
+    model: str | None = None
+    """Chat model name sent to the endpoint."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable (or `.env` entry) holding the API key; the key itself is never
+    put in a config or written to disk. Local servers need none."""
+    temperature: float = 0.0
+    """Sampling temperature."""
+    max_tokens: int = 512
+    """Most tokens one answer may use."""
+    max_concurrency: int = 4
+    """Calls in flight at once (match a local server's slots)."""
+    max_retries: int = 3
+    """Retries of one call: the openai client's own on 408/409/429/5xx, timeouts and dropped
+    connections (backoff, jitter, Retry-After), and ours on empty or unusable answers."""
+    timeout_s: float = 120.0
+    """Seconds one HTTP exchange may take in all, body included (a slow trickle cannot outlast it)."""
+
+    def check(self, section: str) -> None:
+        """Reject impossible values, naming the field by the section that holds the block
+        (``naming.llm.timeout_s``); NamingConfig and RolloutConfig call it from their own checks."""
+        _check(self.model is None or bool(self.model.strip()), f"{section}.model", "must be a model name or None")
+        _check(bool(self.api_key_env) and "=" not in self.api_key_env and " " not in self.api_key_env,
+               f"{section}.api_key_env", "must be the NAME of an environment variable, never the key itself")
+        _check(not self.api_key_env.startswith(("sk-", "sk_")), f"{section}.api_key_env",
+               "looks like an API key; put the key in the environment or .env and name the variable here")
+        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
+               f"{section}.base_url", "must start with http:// or https:// (or be None for the OpenAI API)")
+        _check(0.0 <= self.temperature <= 2.0, f"{section}.temperature", "must be in [0, 2]")
+        _check(self.max_tokens >= 1, f"{section}.max_tokens", "must be >= 1")
+        _check(self.max_concurrency >= 1, f"{section}.max_concurrency", "must be >= 1")
+        _check(self.max_retries >= 0, f"{section}.max_retries", "must be >= 0")
+        _check(self.timeout_s > 0, f"{section}.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
 class NamingConfig:
     namer: Literal["offline", "llm", "none"] = "offline"
     """offline: distinctive keyphrases (class-based TF-IDF against siblings), no network;
     llm: an OpenAI-compatible chat model (OpenAI, vLLM, Ollama, llama.cpp server); none: ids only."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1; None = the OpenAI API.
-    Not part of the cache key (the model name identifies the model)."""
-    model: str | None = None
-    """Chat model name sent to the endpoint; required when namer = llm."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable (or `.env` entry) holding the API key. The key itself is
-    never put in a config or written to disk; local servers need none."""
-    temperature: float = 0.0
-    """Sampling temperature of the naming calls."""
-    max_tokens: int = 200
-    """Most tokens an answer may use (a label and a one-sentence description need ~60)."""
+    llm: LLMConfig = field(default_factory=lambda: LLMConfig(max_tokens=200, timeout_s=60.0))
+    """The chat model of the llm namer (``--set naming.llm.model=gpt-4o-mini``); ``llm.model`` is
+    required when namer = llm. A label and a one-sentence description need ~60 tokens."""
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     """How structured answers are requested: a JSON schema (OpenAI, vLLM, llama.cpp; constrains
     small models), plain JSON mode (Ollama, older servers), or none (parsed from free text)."""
-    max_concurrency: int = 4
-    """Naming calls in flight at once (match a local server's slots); not part of the cache key."""
-    max_retries: int = 3
-    """Retries of one call after 429/5xx/timeouts/unparseable answers; not part of the cache key."""
-    retry_backoff_s: float = 1.0
-    """First retry waits this long, doubling each time (a Retry-After header wins); not in the key."""
-    timeout_s: float = 60.0
-    """Seconds one HTTP call may take before it counts as a timeout; not part of the cache key."""
     n_samples: int = 6
     """Representative texts per node shown to the LLM: nearest the centroid, made diverse by MMR."""
     n_random: int = 2
@@ -285,19 +311,8 @@ class NamingConfig:
 
     def __post_init__(self) -> None:
         _check_literals(self, "naming")
-        _check(self.model is None or bool(self.model.strip()), "naming.model", "must be a model name or None")
-        _check(bool(self.api_key_env) and "=" not in self.api_key_env and " " not in self.api_key_env,
-               "naming.api_key_env", "must be the NAME of an environment variable, never the key itself")
-        _check(not self.api_key_env.startswith(("sk-", "sk_")), "naming.api_key_env",
-               "looks like an API key; put the key in the environment or .env and name the variable here")
-        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
-               "naming.base_url", "must start with http:// or https:// (or be None for the OpenAI API)")
-        _check(0.0 <= self.temperature <= 2.0, "naming.temperature", "must be in [0, 2]")
-        _check(self.max_tokens >= 16, "naming.max_tokens", "must be >= 16")
-        _check(self.max_concurrency >= 1, "naming.max_concurrency", "must be >= 1")
-        _check(self.max_retries >= 0, "naming.max_retries", "must be >= 0")
-        _check(self.retry_backoff_s >= 0, "naming.retry_backoff_s", "must be >= 0")
-        _check(self.timeout_s > 0, "naming.timeout_s", "must be > 0")
+        self.llm.check("naming.llm")
+        _check(self.llm.max_tokens >= 16, "naming.llm.max_tokens", "must be >= 16 (a label needs ~60)")
         _check(self.n_samples >= 1, "naming.n_samples", "must be >= 1")
         _check(self.n_random >= 0, "naming.n_random", "must be >= 0")
         _check(0.0 <= self.mmr_lambda <= 1.0, "naming.mmr_lambda", "must be in [0, 1]")
@@ -320,50 +335,25 @@ class RolloutConfig:
     """Split read from a folder or the hub."""
     limit: int | None = None
     """Ask only the first N samples (None = all)."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama); None = the OpenAI API.
-    Not part of the cache key (the model name identifies the model)."""
-    model: str | None = None
-    """Chat model name sent to the endpoint; required unless --local-llm is used."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable (or `.env` entry) holding the API key; the key itself is never saved."""
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    """The model asked (``--set rollout.llm.model=NAME``, ``rollout.llm.base_url=URL`` for a local
+    server); required unless --local-llm is used. A cut-off answer is graded as it stands."""
     system_prompt: str = ("Solve the math word problem step by step. End with the final answer "
                           "on its own line as '#### <number>'.")
     """System message of every call ("" = none)."""
     prompt_template: str = "{question}"
     """User message; {question} is replaced by the sample's question."""
-    temperature: float = 0.0
-    """Sampling temperature."""
-    max_tokens: int = 512
-    """Most tokens one completion may use (a cut-off answer is graded as it stands)."""
     n_samples: int = 1
     """Completions per question (use temperature > 0 for n > 1); each is its own cached call."""
     seed: int = 0
     """Sent as the request seed (plus the sample index), for endpoints that honour it."""
-    max_concurrency: int = 4
-    """Calls in flight at once (match a local server's slots); not part of the cache key."""
-    max_retries: int = 3
-    """Retries of one call after 429/5xx/timeouts/empty answers; not part of the cache key."""
-    retry_backoff_s: float = 1.0
-    """First retry waits this long, doubling each time; not part of the cache key."""
-    timeout_s: float = 120.0
-    """Seconds one HTTP call may take; not part of the cache key."""
 
     def __post_init__(self) -> None:
         _check_literals(self, "rollout")
+        self.llm.check("rollout.llm")
         _check(self.limit is None or self.limit >= 1, "rollout.limit", "must be >= 1 or None")
-        _check(self.model is None or bool(self.model.strip()), "rollout.model", "must be a model name or None")
-        _check(bool(self.api_key_env) and "=" not in self.api_key_env and not self.api_key_env.startswith("sk-"),
-               "rollout.api_key_env", "must be the NAME of an environment variable, never the key itself")
-        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
-               "rollout.base_url", "must start with http:// or https:// (or be None for the OpenAI API)")
         _check("{question}" in self.prompt_template, "rollout.prompt_template", "must contain {question}")
-        _check(0.0 <= self.temperature <= 2.0, "rollout.temperature", "must be in [0, 2]")
-        _check(self.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
         _check(self.n_samples >= 1, "rollout.n_samples", "must be >= 1")
-        _check(self.max_concurrency >= 1, "rollout.max_concurrency", "must be >= 1")
-        _check(self.max_retries >= 0, "rollout.max_retries", "must be >= 0")
-        _check(self.timeout_s > 0, "rollout.timeout_s", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -652,6 +642,14 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def flat_dict(d: dict, prefix: str = "") -> dict:
+    """``{"llm": {"model": m}}`` -> ``{"llm.model": m}`` (for printing what changed)."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat_dict(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def semantic_dict(cfg: Any) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in NON_SEMANTIC}
 
@@ -720,14 +718,25 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         if "=" not in item:
             raise InputError(f"--set {item}: expected section.field=value, e.g. clustering.max_depth=4")
         key, raw = item.split("=", 1)
-        cfg = _set_path(cfg, key.strip().split("."), raw, key.strip())
+        key = key.strip()
+        cfg = _set_path(cfg, key.split("."), raw, key)
     return cfg
+
+
+# Fields that moved into the shared LLM block (naming.model -> naming.llm.model), and one that went.
+_MOVED_TO_LLM = {f.name for f in dataclasses.fields(LLMConfig)}
+_GONE = {"retry_backoff_s": "the openai client backs off by itself (exponential, jitter, Retry-After)"}
 
 
 def _set_path(obj: Any, parts: list[str], raw: str, key: str) -> Any:
     names = {f.name for f in dataclasses.fields(obj)}
     head = parts[0]
     if head not in names:
+        section = key.rsplit(".", 1)[0]
+        if "llm" in names and head in _MOVED_TO_LLM:
+            raise InputError(f"--set {key}: {head} is now in the shared LLM block: --set {section}.llm.{head}={raw}")
+        if head in _GONE:
+            raise InputError(f"--set {key}: {head} is gone: {_GONE[head]}")
         raise InputError(f"--set {key}: unknown field {head!r} in {type(obj).__name__} "
                          f"(fields: {', '.join(sorted(names))})")
     hints = typing.get_type_hints(type(obj))

@@ -3,6 +3,7 @@ and a scripted OpenAI-compatible HTTP server on 127.0.0.1 (stdlib only) for faul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -15,7 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig, NamingConfig
+from corpus_proximity.config import (
+    ClusteringConfig,
+    CorpusConfig,
+    ExperimentConfig,
+    LLMConfig,
+    NamingConfig,
+    RolloutConfig,
+)
 from corpus_proximity.text import chunking, embedding
 from corpus_proximity.tree import stage as tree_stage
 from corpus_proximity.tree.tree import ROOT, ClusterTree, Node
@@ -142,13 +150,29 @@ def topic_tree(coarse: list[str], per_fine: int = 14, noise_per_fine: int = 1, d
     return tree, texts, X, truth
 
 
+_LLM_FIELDS = {f.name for f in dataclasses.fields(LLMConfig)}
+
+
+def naming_config(**kw) -> NamingConfig:
+    """A NamingConfig from flat keywords: the endpoint's (model, base_url, max_retries, ...) go into
+    its ``llm`` block, on top of the naming defaults of that block."""
+    llm = {k: kw.pop(k) for k in list(kw) if k in _LLM_FIELDS}
+    return NamingConfig(**kw, llm=dataclasses.replace(NamingConfig().llm, **llm))
+
+
+def rollout_config(**kw) -> RolloutConfig:
+    """A RolloutConfig from flat keywords, the endpoint's into its ``llm`` block."""
+    llm = {k: kw.pop(k) for k in list(kw) if k in _LLM_FIELDS}
+    return RolloutConfig(**kw, llm=dataclasses.replace(RolloutConfig().llm, **llm))
+
+
 def experiment(tmp_path: Path, **naming) -> ExperimentConfig:
     corpus = tmp_path / "corpus.jsonl"
     if not corpus.exists():
         corpus.write_text('{"id": "d0", "text": "placeholder document"}\n')
     return ExperimentConfig(name="naming-test", cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out"),
                             corpus=CorpusConfig(path=str(corpus)), clustering=ClusteringConfig(max_depth=2),
-                            naming=NamingConfig(**naming))
+                            naming=naming_config(**naming))
 
 
 def write_fake_cache(cfg: ExperimentConfig, tree: ClusterTree, texts: list[str], X: np.ndarray) -> None:
@@ -173,10 +197,10 @@ def write_config_file(tmp_path: Path, cfg: ExperimentConfig) -> Path:
     p = tmp_path / "naming_cfg.py"
     n = cfg.naming
     p.write_text(
-        "from corpus_proximity.config import ClusteringConfig, CorpusConfig, ExperimentConfig, NamingConfig\n"
+        "from corpus_proximity.config import *\n"
         f"config = ExperimentConfig(name={cfg.name!r}, cache_dir={cfg.cache_dir!r}, output_dir={cfg.output_dir!r},\n"
         f"    corpus=CorpusConfig(path={cfg.corpus.path!r}), clustering=ClusteringConfig(max_depth=2),\n"
-        f"    naming=NamingConfig(**{json.loads(json.dumps(n.__dict__))!r}))\n")
+        f"    naming={n!r})\n")
     return p
 
 
@@ -222,11 +246,19 @@ def good_answer(body: dict) -> str:
 Behaviour = Callable[[dict, int], "str | dict | None"]
 
 
+def _completion(n: int, body: dict, content: str) -> dict:
+    return {"id": f"fake-{n}", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
 class FakeLLM:
     """``POST /v1/chat/completions`` on 127.0.0.1; ``behave(body, n)`` picks each answer:
     None/"ok", "429", "500", "401", "garbage" (a body that is not JSON), "empty" (empty content),
     "prose" (content that is not JSON), "slow" (answers after ``delay`` s), "drop" (closes the
-    connection without answering), or {"content": "..."} for an exact reply."""
+    connection without answering), "trickle" (a valid answer sent one byte every ``delay`` s),
+    "echo-auth" (a 400 whose message quotes the Authorization header), or {"content": "..."} for an
+    exact reply."""
 
     def __init__(self, behave: Behaviour | None = None, delay: float = 2.0):
         self.behave = behave or (lambda body, n: None)
@@ -267,6 +299,11 @@ class FakeLLM:
                                       {"Retry-After": "0"} if action == "429" else {})
                 if action == "garbage":
                     return self._send(200, b"this is not json {")
+                if action == "echo-auth":  # a server that quotes the request's credentials back
+                    msg = f"bad request; you sent Authorization: {self.headers.get('Authorization')}"
+                    return self._send(400, json.dumps({"error": {"message": msg}}).encode())
+                if action == "trickle":  # a valid answer, one byte every fake.delay seconds
+                    return self._trickle(json.dumps(_completion(n, body, good_answer(body))).encode())
                 content = {"ok": None, "empty": "", "prose": "These texts are mostly about sport, I think."}.get(
                     action, None) if isinstance(action, str) else action["content"]
                 if content is None:
@@ -278,11 +315,20 @@ class FakeLLM:
                                                                         "finish_reason": None}]} for w in words]
                     data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
                     return self._send(200, data.encode(), {"Content-Type": "text/event-stream"})
-                resp = {"id": f"fake-{n}", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": content}}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-                self._send(200, json.dumps(resp).encode())
+                self._send(200, json.dumps(_completion(n, body, content)).encode())
+
+            def _trickle(self, data):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(fake.delay)
+                except OSError:  # the client gave up
+                    pass
 
             def _send(self, status, data, headers=None):
                 self.send_response(status)

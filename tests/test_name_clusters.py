@@ -21,7 +21,7 @@ from corpus_proximity.naming.base import representative_indices, sample_cluster_
 from corpus_proximity.naming.offline import OfflineNamer, pick_terms
 from corpus_proximity.tree.tree import ClusterTree
 
-from naming_fixtures import experiment, topic_tree, write_config_file, write_fake_cache
+from naming_fixtures import experiment, naming_config, topic_tree, write_config_file, write_fake_cache
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +128,13 @@ def test_names_key_ignores_endpoint_and_concurrency_but_not_what_names(tmp_path)
     def k(*sets):
         return naming_stage.stage_dir(apply_overrides(cfg, list(sets))).key
 
-    assert k("naming.model=gpt-x") == key  # the offline namer does not read the model
-    llm = k("naming.namer=llm", "naming.model=m")
+    assert k("naming.llm.model=gpt-x") == key  # the offline namer does not read the model
+    llm = k("naming.namer=llm", "naming.llm.model=m")
     assert llm != key
-    assert k("naming.namer=llm", "naming.model=m", "naming.base_url=http://127.0.0.1:9/v1",
-             "naming.max_concurrency=9", "naming.api_key_env=OTHER", "naming.timeout_s=5") == llm
-    assert k("naming.namer=llm", "naming.model=m2") != llm
-    assert k("naming.namer=llm", "naming.model=m", "naming.temperature=0.7") != llm
+    assert k("naming.namer=llm", "naming.llm.model=m", "naming.llm.base_url=http://127.0.0.1:9/v1",
+             "naming.llm.max_concurrency=9", "naming.llm.api_key_env=OTHER", "naming.llm.timeout_s=5") == llm
+    assert k("naming.namer=llm", "naming.llm.model=m2") != llm
+    assert k("naming.namer=llm", "naming.llm.model=m", "naming.llm.temperature=0.7") != llm
     assert k("naming.n_keywords=2") != key
     assert k("clustering.max_depth=3") != key  # another tree, other names
 
@@ -209,10 +209,10 @@ def test_unknown_inspect_id_lists_nearby_ids(cached, capsys):
 def test_llm_names_not_made_yet_are_announced_not_invented(cached, capsys):
     cfg, path, buf = cached
     assert name_clusters.main([str(path), "--tree", "--quiet", "--set", "naming.namer=llm",
-                               "--set", "naming.model=m"]) == 0
+                               "--set", "naming.llm.model=m"]) == 0
     assert "no LLM names for this config yet" in buf.getvalue()
     with pytest.raises(InputError, match="no llm names"):
-        naming_stage.load_names(apply_overrides(cfg, ["naming.namer=llm", "naming.model=m"]))
+        naming_stage.load_names(apply_overrides(cfg, ["naming.namer=llm", "naming.llm.model=m"]))
 
 
 def test_namer_none_names_nodes_by_id(cached):
@@ -222,10 +222,11 @@ def test_namer_none_names_nodes_by_id(cached):
 
 
 def test_naming_config_validation():
-    for kw, field in [({"namer": "gpt"}, "naming.namer"), ({"max_concurrency": 0}, "naming.max_concurrency"),
-                      ({"temperature": 3.0}, "naming.temperature"), ({"base_url": "localhost:8080"}, "naming.base_url"),
+    for kw, field in [({"namer": "gpt"}, "naming.namer"), ({"max_concurrency": 0}, "naming.llm.max_concurrency"),
+                      ({"temperature": 3.0}, "naming.llm.temperature"),
+                      ({"base_url": "localhost:8080"}, "naming.llm.base_url"),
                       ({"n_samples": 10, "sample_pool": 5}, "naming.sample_pool"),
-                      ({"api_key_env": "MY KEY=abc"}, "naming.api_key_env")]:
+                      ({"api_key_env": "MY KEY=abc"}, "naming.llm.api_key_env")]:
         with pytest.raises(InputError, match=field):
-            NamingConfig(**kw)
+            naming_config(**kw)
     assert ExperimentConfig().naming.namer == "offline"

@@ -23,7 +23,7 @@ from corpus_proximity.soft import stage as soft_cluster
 from corpus_proximity.soft.analyzer import ClusterAnalyzer
 from corpus_proximity.soft.stream import GB, rss_bytes
 
-from naming_fixtures import FakeLLM, local_llm_assets, prompt_of
+from naming_fixtures import FakeLLM, local_llm_assets, naming_config, prompt_of
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,11 @@ def soft_cfg(tmp_path_factory):
 
 
 def with_naming(cfg, **kw):
-    return dataclasses.replace(cfg, naming=NamingConfig(**kw))
+    return dataclasses.replace(cfg, naming=naming_config(**kw))
 
 
 def llm(base_url: str, **kw) -> dict:
-    return dict(namer="llm", model="fake-model", base_url=base_url, max_retries=1, retry_backoff_s=0.01,
+    return dict(namer="llm", model="fake-model", base_url=base_url, max_retries=1,
                 timeout_s=5.0, max_concurrency=2, n_samples=3, n_random=1, **kw)
 
 
@@ -128,7 +128,7 @@ def test_generic_and_duplicate_labels_are_asked_again_once_then_flagged(soft_cfg
 def test_a_failing_cluster_is_marked_not_invented_and_a_rerun_asks_only_for_it(soft_cfg, tmp_path, monkeypatch):
     an = ClusterAnalyzer(soft_cluster.stage_dir(soft_cfg).path)
     victim = an.clusters[an.ranked()[-1]]
-    needle = nsc.samples(victim, NamingConfig(**llm("http://x")))[0]
+    needle = nsc.samples(victim, naming_config(**llm("http://x")))[0]
     cache = str(tmp_path / "cache2")
     share_stages(soft_cfg, cache)
     buf = io.StringIO()
@@ -165,7 +165,7 @@ def test_local_llm_names_the_soft_clusters(soft_cfg, tmp_path, monkeypatch):
     local_llm_assets()
     buf = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buf, width=1000))
-    cfg = dataclasses.replace(soft_cfg, naming=NamingConfig(timeout_s=120.0, retry_backoff_s=0.5))
+    cfg = dataclasses.replace(soft_cfg, naming=naming_config(timeout_s=120.0))
     assert name_soft_clusters.main([config_file(tmp_path, cfg), "--local-llm", "--quiet"]) == 0, buf.getvalue()
     out = buf.getvalue()
     assert "local LLM at http://127.0.0.1:" in out and "4/4 named" in out

@@ -16,10 +16,11 @@ import name_clusters
 from corpus_proximity import cli
 from corpus_proximity.config import NamingConfig
 from corpus_proximity.errors import InputError
+from corpus_proximity.llm.caller import CallCache
 from corpus_proximity.llm.local import free_port
 from corpus_proximity.naming import llm as naming_llm
 from corpus_proximity.naming import stage as naming_stage
-from corpus_proximity.naming.llm import CallCache, LLMNamer, is_generic, parse_answer, same_label
+from corpus_proximity.naming.llm import LLMNamer, is_generic, parse_answer, same_label
 from corpus_proximity.naming.offline import OfflineNamer
 
 from naming_fixtures import (
@@ -27,6 +28,7 @@ from naming_fixtures import (
     experiment,
     good_answer,
     keywords_in,
+    naming_config,
     prompt_of,
     topic_tree,
     write_config_file,
@@ -40,10 +42,10 @@ def small():
 
 
 def llm_cfg(base_url: str, **kw) -> NamingConfig:
-    base = dict(namer="llm", model="fake-model", base_url=base_url, max_retries=2, retry_backoff_s=0.01,
+    base = dict(namer="llm", model="fake-model", base_url=base_url, max_retries=2,
                 timeout_s=5.0, max_concurrency=3, n_samples=3, n_random=1, max_sample_chars=120)
     base.update(kw)
-    return NamingConfig(**base)
+    return naming_config(**base)
 
 
 def name(small, cfg: NamingConfig, cache_dir: Path):
@@ -237,11 +239,10 @@ def test_cli_keeps_names_obtained_when_the_server_goes_away(small, tmp_path, mon
     write_fake_cache(cfg, tree, texts, X)
     path = write_config_file(tmp_path, cfg)
     out = quiet(monkeypatch)
-    sets = ["--set", "naming.namer=llm", "--set", "naming.model=fake-model", "--set", "naming.max_retries=1",
-            "--set", "naming.retry_backoff_s=0.01"]
+    sets = ["--set", "naming.namer=llm", "--set", "naming.llm.model=fake-model", "--set", "naming.llm.max_retries=1"]
     # the server answers the top level, then stops answering (connections dropped)
     with FakeLLM(lambda body, n: "drop" if "one part of the larger group" in prompt_of(body) else None) as fake:
-        rc = name_clusters.main([str(path), "--name", "--quiet", *sets, "--set", f"naming.base_url={fake.base_url}"])
+        rc = name_clusters.main([str(path), "--name", "--quiet", *sets, "--set", f"naming.llm.base_url={fake.base_url}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "unreachable" in err[0] and "2 name(s) obtained are kept" in err[0] and "retry the 4 other(s)" in err[0]
@@ -249,7 +250,7 @@ def test_cli_keeps_names_obtained_when_the_server_goes_away(small, tmp_path, mon
     assert names["n_failed"] == 4 and [n["name"] is not None for n in names["nodes"]].count(True) == 2
     # the next run retries only what failed; the tree shows every name
     with FakeLLM() as fake:
-        rc = name_clusters.main([str(path), "--name", "--quiet", *sets, "--set", f"naming.base_url={fake.base_url}"])
+        rc = name_clusters.main([str(path), "--name", "--quiet", *sets, "--set", f"naming.llm.base_url={fake.base_url}"])
         assert rc == 0 and len(fake.requests) == 4
     text = out.getvalue()
     assert "retrying them" in text and "6/6 nodes named" in text
@@ -267,13 +268,13 @@ def test_api_key_comes_from_the_environment_and_never_reaches_disk(small, tmp_pa
     tree, texts, X, _ = small
     write_fake_cache(cfg, tree, texts, X)
     with FakeLLM() as fake:
-        naming_stage.run_naming(replace(cfg, naming=replace(cfg.naming, base_url=fake.base_url)),
+        naming_stage.run_naming(replace(cfg, naming=replace(cfg.naming, llm=replace(cfg.naming.llm, base_url=fake.base_url))),
                                  log=Console(file=io.StringIO()))
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert secret.encode() not in p.read_bytes(), p
-    with pytest.raises(InputError, match="naming.api_key_env"):
-        NamingConfig(api_key_env="sk-abcdef")
+    with pytest.raises(InputError, match="naming.llm.api_key_env"):
+        naming_config(api_key_env="sk-abcdef")
 
 
 def test_openai_api_without_a_key_is_a_clear_error(small, tmp_path, monkeypatch):
@@ -299,3 +300,27 @@ def test_parse_and_judge_answers():
     assert not is_generic("Football transfers") and not is_generic("Email headers")
     assert same_label("Football Clubs", "football club") and not same_label("Tennis", "Football")
     assert json.loads(good_answer({"messages": [{"content": "Keywords of this group: a, b"}]}))["label"] == "A B"
+
+
+def test_a_retry_run_asks_only_the_unnamed_and_never_renames_a_named_node(small, tmp_path):
+    tree, texts, X, _ = small
+    cfg = experiment(tmp_path, namer="llm", model="fake-model", max_retries=0, timeout_s=5.0)
+    write_fake_cache(cfg, tree, texts, X)
+    log = Console(file=io.StringIO())
+    with FakeLLM(lambda body, n: "500" if is_for(body, small, "tennis") else None) as fake:
+        run = replace(cfg, naming=replace(cfg.naming, llm=replace(cfg.naming.llm, base_url=fake.base_url)))
+        sd, first = naming_stage.run_naming(run, log=log)
+    assert first.n_failed == 1
+    good = {nid: r.name for nid, r in first.names.items() if r.name}
+    # the calls' cache is gone and the endpoint now answers everything differently
+    for p in Path(cfg.cache_dir, "llm-calls").glob("*.json"):
+        p.unlink()
+    changed = {"content": json.dumps({"summary": "s", "label": "Something Else Entirely", "category": "c",
+                                      "coherence": 3})}
+    with FakeLLM(lambda body, n: changed) as fake:
+        run = replace(cfg, naming=replace(cfg.naming, llm=replace(cfg.naming.llm, base_url=fake.base_url)))
+        _, second = naming_stage.run_naming(run, log=log)
+        assert len(fake.requests) == 1 and is_for(fake.requests[0], small, "tennis")
+    assert second.n_failed == 0
+    assert {nid: second.names[nid].name for nid in good} == good
+    assert second.names[node_of(small, "tennis")].name == "Something Else Entirely"

@@ -36,7 +36,7 @@ def test_local_llm_names_every_node_and_a_rerun_calls_nothing(assets, tmp_path, 
     # four nodes, two levels: sport → (football, tennis), and python (a leaf)
     tree, texts, X, truth = topic_tree(["sport", "python"], per_fine=8, leaves=("python",))
     cfg = experiment(tmp_path, n_samples=3, n_random=0, max_sample_chars=160,
-                     max_concurrency=2, timeout_s=120.0, retry_backoff_s=0.5)
+                     max_concurrency=2, timeout_s=120.0)
     write_fake_cache(cfg, tree, texts, X)
     path = write_config_file(tmp_path, cfg)
     buf = io.StringIO()
@@ -46,7 +46,7 @@ def test_local_llm_names_every_node_and_a_rerun_calls_nothing(assets, tmp_path, 
     out = buf.getvalue()
     assert "local LLM at http://127.0.0.1:" in out and "4/4 nodes named" in out
     llm_cfg = naming_stage.apply_local_llm(cfg)
-    assert llm_cfg.naming.model == MODEL_ID
+    assert llm_cfg.naming.llm.model == MODEL_ID
     sd = naming_stage.stage_dir(llm_cfg)
     data = json.loads(sd.file("names.json").read_text())
     assert data["n_failed"] == 0 and data["model"] == MODEL_ID and data["stats"]["requests"] >= 4

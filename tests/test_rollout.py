@@ -19,7 +19,7 @@ from corpus_proximity.config import ExperimentConfig, RolloutConfig
 from corpus_proximity.evals import rollout
 from corpus_proximity.evals.gsm8k import GSM8KSample
 
-from naming_fixtures import FakeLLM
+from naming_fixtures import FakeLLM, rollout_config
 
 SAMPLES = [GSM8KSample(f"gsm8k-test-{i}", f"What is {i} + {i}?", f"{i}+{i}=<<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}")
            for i in range(6)]
@@ -33,7 +33,7 @@ def answer_by_question(wrong: set[int] = frozenset()):
 
 
 def cfg_for(server: FakeLLM, **kw) -> RolloutConfig:
-    return RolloutConfig(base_url=server.base_url, model="fake-model", retry_backoff_s=0.01, timeout_s=5, **kw)
+    return rollout_config(base_url=server.base_url, model="fake-model", timeout_s=5, **kw)
 
 
 def test_rollouts_are_graded_and_round_trip_through_jsonl(tmp_path):
@@ -145,12 +145,12 @@ def test_cli_prompt_streams_tokens(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, needle", [
-    (["--set", "rollout.model=none"], "rollout.model is not set"),
+    (["--set", "rollout.llm.model=none"], "rollout.llm.model is not set"),
     (["--set", "rollout.data_path=/no/such/gsm8k.jsonl"], "/no/such/gsm8k.jsonl does not exist"),
     (["--set", "rollout.prompt_template=Solve it"], "rollout.prompt_template: must contain {question}"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, overrides, needle):
-    cfg_file = _write_cfg(tmp_path, RolloutConfig(model="m", base_url="http://127.0.0.1:9/v1"), _gsm8k_file(tmp_path))
+    cfg_file = _write_cfg(tmp_path, rollout_config(model="m", base_url="http://127.0.0.1:9/v1"), _gsm8k_file(tmp_path))
     rc, _, log = run_main([cfg_file, "--quiet", *overrides])
     assert rc == 2 and needle in log
 
@@ -179,7 +179,8 @@ def test_local_llm_rollouts_are_graded_then_annotated(built_default, tmp_path):
     gsm8k.write_text("".join(json.dumps(r) + "\n" for r in real))
     base = built_default
     cfg = replace(base, output_dir=str(tmp_path / "outputs"),
-                  rollout=replace(base.rollout, data_path=str(gsm8k), max_tokens=256, max_concurrency=2))
+                  rollout=replace(base.rollout, data_path=str(gsm8k),
+                                  llm=replace(base.rollout.llm, max_tokens=256, max_concurrency=2)))
     cfg_file = tmp_path / "cfg.py"
     cfg_file.write_text(f"from corpus_proximity.config import *\nconfig = {cfg!r}\n")
     rc, _, log = run_main([cfg_file, "--quiet", "--local-llm"])

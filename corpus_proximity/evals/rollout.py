@@ -1,16 +1,13 @@
 """Rollouts: ask a model an eval's questions and grade its answers.
 
 Every question of the configured eval (GSM8K) is sent to an OpenAI-compatible chat endpoint
-(OpenAI, vLLM, llama.cpp server, Ollama) with ``max_concurrency`` calls in flight; each answer is
-graded and written as one :class:`Rollout` per line of a JSONL file (dacite reads it back).
-Calls are cached one file per call under ``<cache_dir>/rollout-calls/`` (keyed on the messages,
-model, temperature, max_tokens, seed and sample index), so an interrupted run resumes where it
-stopped and a rerun costs nothing. A call that still fails after its retries is written with
+(OpenAI, vLLM, llama.cpp server, Ollama) through the one chat caller
+(:class:`corpus_proximity.llm.caller.ChatCaller`: ``rollout.llm.max_concurrency`` calls in flight,
+each cached under ``<cache_dir>/llm-calls/`` keyed on the messages, the model and the request
+parameters, seed included, so an interrupted run resumes where it stopped and a rerun costs
+nothing). Each answer is graded and written as one :class:`Rollout` per line of a JSONL file,
+validated by pydantic when read back. A call that still fails after its retries is written with
 ``error`` set and ``completion``/``correct`` empty: never a made-up answer.
-
-    python rollout.py configs/clustering_01_tiny.py --local-llm --set rollout.data_path=PATH/test.jsonl
-    python rollout.py CONFIG --set rollout.model=gpt-4o-mini --set rollout.limit=200
-    python rollout.py CONFIG --local-llm --prompt "What is 17 * 23?" --stream --system "Be brief."
 
 The rollouts then go to ``annotate_with_clusters.py CONFIG --results <file> --text-field prompt
 --correct-field correct``.
@@ -19,33 +16,28 @@ The rollouts then go to ``annotate_with_clusters.py CONFIG --results <file> --te
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
-import json
 import re
 import sys
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import dacite
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corpus_proximity import cli
-from corpus_proximity.cache import atomic_write_json, atomic_writer, canonical_json
-from corpus_proximity.config import ExperimentConfig, RolloutConfig
+from corpus_proximity.cache import atomic_writer
+from corpus_proximity.config import ExperimentConfig, LLMConfig, RolloutConfig
 from corpus_proximity.errors import InputError
 from corpus_proximity.evals.gsm8k import Sample
+from corpus_proximity.llm.caller import ChatCaller
 from corpus_proximity.text.corpus import read_jsonl
 
-CALL_VERSION = 1
 
-
-@dataclass
-class Rollout:
+class Rollout(BaseModel):
     """One model answer to one eval sample, graded."""
 
+    model_config = ConfigDict(extra="forbid")
     sample_id: str
     prompt: str
     """The user message (the question as asked)."""
@@ -60,12 +52,12 @@ class Rollout:
     tokens: int | None = None
     """Completion tokens, as the endpoint reports them."""
     error: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     """question, sample_index, finish_reason, prompt_tokens, system prompt, temperature, cached."""
 
 
 def write_rollouts(path: Path, rollouts: Sequence[Rollout]) -> None:
-    text = "".join(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n" for r in rollouts)
+    text = "".join(r.model_dump_json() + "\n" for r in rollouts)
     atomic_writer(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
@@ -73,13 +65,19 @@ def read_rollouts(path: Path) -> list[Rollout]:
     out = []
     for i, row in enumerate(read_jsonl(path), 1):
         try:
-            out.append(dacite.from_dict(Rollout, row, config=dacite.Config(strict=True)))
-        except dacite.DaciteError as e:
-            raise InputError(f"{path}: record {i} is not a rollout ({e})") from None
+            out.append(Rollout.model_validate(row, strict=True))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "record"
+            raise InputError(f"{path}: record {i} is not a rollout ({where}: {err['msg']})") from None
     return out
 
 
 # --- calls -------------------------------------------------------------------------------------
+
+TAG = "rollout-v1"
+"""Part of every rollout call's cache key, beside the messages and the request parameters."""
+
 
 def messages_for(sample: Sample, cfg: RolloutConfig, system: str | None = None) -> list[dict]:
     system = cfg.system_prompt if system is None else system
@@ -87,128 +85,70 @@ def messages_for(sample: Sample, cfg: RolloutConfig, system: str | None = None) 
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
-def call_key(messages: list[dict], cfg: RolloutConfig, model: str, sample_index: int) -> str:
-    payload = {"v": CALL_VERSION, "messages": messages, "model": model, "temperature": float(cfg.temperature),
-               "max_tokens": cfg.max_tokens, "seed": cfg.seed, "sample_index": sample_index}
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+def endpoint(cfg: RolloutConfig, model: str | None = None, base_url: str | None = None) -> LLMConfig:
+    """``cfg.llm`` with the model and endpoint actually used (e.g. the bundled local model)."""
+    return replace(cfg.llm, model=model or cfg.llm.model, base_url=base_url or cfg.llm.base_url)
 
 
-def resolve_api_key(cfg: RolloutConfig, local: bool) -> str:
-    return cli.api_key(cfg.api_key_env, cfg.base_url, local, "rollout.model",
-                       "point rollout.base_url at a local server, or use --local-llm")
-
-
-class _Caller:
-    def __init__(self, cfg: RolloutConfig, model: str, base_url: str | None, cache_dir: Path, local: bool):
-        from openai import AsyncOpenAI
-
-        self.cfg, self.model, self.cache_dir = cfg, model, cache_dir
-        self.client = AsyncOpenAI(base_url=base_url, api_key=resolve_api_key(cfg, local), timeout=cfg.timeout_s,
-                                  max_retries=0)
-        self.sem = asyncio.Semaphore(cfg.max_concurrency)
-        self.stats: Counter[str] = Counter()
-
-    async def ask(self, messages: list[dict], sample_index: int) -> dict:
-        """{"content", "finish_reason", "usage", "cached"} or {"error"}; only answers are cached."""
-        import openai
-
-        key = call_key(messages, self.cfg, self.model, sample_index)
-        path = self.cache_dir / key[:2] / f"{key}.json"
-        if path.is_file():
-            try:
-                rec = json.loads(path.read_text())
-                self.stats["cache_hits"] += 1
-                return {**rec["response"], "cached": True}
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable: ask again and overwrite
-        async with self.sem:
-            error, delay = "no attempt", self.cfg.retry_backoff_s
-            for attempt in range(self.cfg.max_retries + 1):
-                if attempt:
-                    self.stats["retries"] += 1
-                    await asyncio.sleep(delay)
-                    delay *= 2
-                self.stats["requests"] += 1
-                kw: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.cfg.temperature,
-                                      "max_tokens": self.cfg.max_tokens, "seed": self.cfg.seed + sample_index}
-                try:
-                    resp = await self.client.chat.completions.create(**kw)
-                except openai.APITimeoutError:
-                    error = f"timed out after {self.cfg.timeout_s:g}s"
-                    continue
-                except openai.APIConnectionError as e:
-                    error = f"cannot connect to {self.client.base_url} ({e.__cause__ or e})"
-                    continue
-                except openai.APIStatusError as e:
-                    error = f"HTTP {e.status_code}: {str(e.message)[:160]}"
-                    if e.status_code in (408, 409, 429) or e.status_code >= 500:
-                        continue
-                    break  # 400/401/403/404: asking again will not help
-                except Exception as e:  # a body that is not a chat completion
-                    error = f"bad response ({type(e).__name__}: {str(e)[:160]})"
-                    continue
-                choice = resp.choices[0] if resp.choices else None
-                content = choice.message.content if choice and choice.message else None
-                if not content or not content.strip():
-                    error = "empty answer"
-                    continue
-                usage = resp.usage.model_dump() if resp.usage else {}
-                out = {"content": content, "finish_reason": choice.finish_reason, "usage": usage}
-                atomic_write_json(path, {"key": key, "model": self.model, "messages": messages,
-                                         "sample_index": sample_index, "response": out,
-                                         "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                return {**out, "cached": False}
-            self.stats["failed_calls"] += 1
-            return {"error": f"{error} (after {attempt + 1} attempts)"}
-
-
-def generate(samples: Sequence[Sample], cfg: RolloutConfig, *, model: str, base_url: str | None,
-             cache_dir: Path, local: bool = False,
+def generate(samples: Sequence[Sample], cfg: RolloutConfig, *, cache_dir: Path, model: str | None = None,
+             base_url: str | None = None, local: bool = False, connect: Callable[[], str] | None = None,
              progress: Callable[[int, int], None] | None = None) -> tuple[list[Rollout], Counter]:
-    """Ask every sample ``cfg.n_samples`` times, concurrently; graded rollouts in sample order."""
-    return asyncio.run(_generate(samples, cfg, model, base_url, Path(cache_dir), local, progress))
+    """Ask every sample ``cfg.n_samples`` times, concurrently; graded rollouts in sample order.
+
+    The model and endpoint are ``cfg.llm``'s unless ``model`` / ``base_url`` say otherwise;
+    ``connect`` starts a local server on the first call the cache cannot answer (``local``: a
+    server that needs no API key)."""
+    llm = endpoint(cfg, model, base_url)
+    if connect is None and local:
+        url = llm.base_url
+        connect = lambda: url  # noqa: E731 (a local server: no API key needed)
+    return asyncio.run(_generate(samples, cfg, llm, Path(cache_dir), connect, progress))
 
 
-async def _generate(samples, cfg, model, base_url, cache_dir, local, progress):
-    caller = _Caller(cfg, model, base_url, cache_dir, local)
+async def _generate(samples, cfg: RolloutConfig, llm: LLMConfig, cache_dir: Path, connect, progress):
+    caller = ChatCaller(llm, cache_dir, tag=TAG, section="rollout", connect=connect,
+                        alternative="point rollout.llm.base_url at a local server, or use --local-llm")
     jobs = [(s, k) for s in samples for k in range(cfg.n_samples)]
     done = 0
 
     async def one(sample: Sample, k: int) -> Rollout:
         nonlocal done
         msgs = messages_for(sample, cfg)
-        res = await caller.ask(msgs, k)
+        res = await caller.ask(msgs, {"seed": cfg.seed + k})
         done += 1
         if progress:
             progress(done, len(jobs))
         meta = {"question": sample.question, "sample_index": k, "system": cfg.system_prompt,
-                "temperature": cfg.temperature}
-        if "error" in res:
-            return Rollout(sample.id, msgs[-1]["content"], None, model, None, reference=sample.reference,
-                           error=res["error"], metadata=meta)
-        correct, predicted = sample.grade(res["content"])
-        usage = res.get("usage") or {}
-        meta.update(finish_reason=res.get("finish_reason"), prompt_tokens=usage.get("prompt_tokens"),
-                    cached=res["cached"])
-        return Rollout(sample.id, msgs[-1]["content"], res["content"], model, correct, predicted=predicted,
-                       reference=sample.reference, tokens=usage.get("completion_tokens"), metadata=meta)
+                "temperature": llm.temperature}
+        if not res.ok:
+            return Rollout(sample_id=sample.id, prompt=msgs[-1]["content"], completion=None, model=llm.model,
+                           correct=None, reference=sample.reference, error=res.error, metadata=meta)
+        correct, predicted = sample.grade(res.content)
+        usage = res.usage or {}
+        meta.update(finish_reason=res.finish_reason, prompt_tokens=usage.get("prompt_tokens"), cached=res.cached)
+        return Rollout(sample_id=sample.id, prompt=msgs[-1]["content"], completion=res.content, model=llm.model,
+                       correct=correct, predicted=predicted, reference=sample.reference,
+                       tokens=usage.get("completion_tokens"), metadata=meta)
 
     try:
         rollouts = await asyncio.gather(*(one(s, k) for s, k in jobs))
     finally:
-        await caller.client.close()
+        await caller.close()
     return list(rollouts), caller.stats
 
 
-def stream_one(prompt: str, system: str | None, cfg: RolloutConfig, *, model: str, base_url: str | None,
-               local: bool, stream: bool, out=None) -> str:
+def stream_one(prompt: str, system: str | None, cfg: RolloutConfig, *, model: str | None = None,
+               base_url: str | None = None, local: bool, stream: bool, out=None) -> str:
     """Interactive: one prompt, the answer printed (token by token with ``stream``); not cached."""
     from openai import OpenAI
 
     out = out or sys.stdout
-    client = OpenAI(base_url=base_url, api_key=resolve_api_key(cfg, local), timeout=cfg.timeout_s, max_retries=2)
+    llm = endpoint(cfg, model, base_url)
+    key = cli.api_key(llm.api_key_env, llm.base_url, local, "rollout.llm",
+                      "point rollout.llm.base_url at a local server, or use --local-llm")
+    client = OpenAI(base_url=llm.base_url, api_key=key, timeout=llm.timeout_s, max_retries=llm.max_retries)
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    kw = dict(model=model, messages=msgs, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    kw = dict(model=llm.model, messages=msgs, temperature=llm.temperature, max_tokens=llm.max_tokens)
     parts: list[str] = []
     if stream:
         for ev in client.chat.completions.create(stream=True, **kw):

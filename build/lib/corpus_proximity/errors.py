@@ -1,0 +1,25 @@
+"""The one exception type the stage scripts turn into a one-line error message."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class InputError(Exception):
+    """Bad input (file, field, config value, cache): the message names it and says the fix."""
+
+
+def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wrap a script's ``main`` so an :class:`InputError` prints one line and exits 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapper

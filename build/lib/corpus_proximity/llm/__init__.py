@@ -1,0 +1,1 @@
+"""Talking to chat models: the bundled local llama.cpp server (``local``)."""

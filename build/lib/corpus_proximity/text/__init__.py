@@ -1,0 +1,1 @@
+"""Text in: corpus sources, chunking into token windows, embedding models and the embedding stage."""

@@ -1,0 +1,64 @@
+"""The tree stage: chunk → embed → cluster for a config, cached as ``tree-<key>/`` (``tree.json``
++ ``tree_arrays.npz``), and its publication to the experiment's output folder with ``labels.csv``."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from corpus_proximity import cli
+from corpus_proximity.cache import StageDir, atomic_writer, stage_key
+from corpus_proximity.config import ExperimentConfig, semantic_dict, to_dict
+from corpus_proximity.text import chunking, embedding
+from corpus_proximity.tree.build import recursive_cluster
+from corpus_proximity.tree.tree import ClusterTree
+
+STAGE = "tree"
+STAGE_VERSION = 3  # 2: coherence in float64; 3: split_consistency in tree.json
+
+
+def stage_dir(cfg: ExperimentConfig, embed: StageDir | None = None) -> StageDir:
+    embed = embed or embedding.stage_dir(cfg)
+    key = stage_key(STAGE, STAGE_VERSION, semantic_dict(cfg.clustering), {"embed": embed.key})
+    return StageDir.for_key(cfg.cache_dir, STAGE, key)
+
+
+def run_clustering(cfg: ExperimentConfig, log=cli.console) -> StageDir:
+    """chunk → embed → cluster for ``cfg``, each stage reused from the cache when present."""
+    embed = embedding.run_embedding(cfg, log)
+    sd = stage_dir(cfg, embed)
+    if sd.complete:
+        log.print(f"[green]tree: cache hit[/green] {sd.path}")
+        return sd
+    emb = embedding.load_embeddings(embed)
+    chunks_sd = chunking.stage_dir(cfg)
+    chunk_ids = chunking.read_chunks(chunks_sd, ["chunk_id"]).column("chunk_id").to_pylist()
+    log.print(f"tree: clustering {emb.shape[0]} × {emb.shape[1]} → {sd.path}")
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
+                  TimeElapsedColumn(), console=log) as progress:
+        tree = recursive_cluster(emb, cfg.clustering, progress)
+    sd.begin()
+    tree.save(sd.path, chunk_ids)
+    sd.finish({"clustering": to_dict(cfg.clustering)}, {"embed": embed.key, "chunks": chunks_sd.key},
+              {"seconds": round(time.perf_counter() - t0, 2), "n_nodes": len(tree.nodes) - 1,
+               "n_depths": tree.n_depths, "experiment": cfg.name})
+    return sd
+
+
+def publish(cfg: ExperimentConfig, sd: StageDir, labels_path: Path | None) -> tuple[ClusterTree, Path]:
+    """Copy the tree (tree.json, its arrays, its config as tree_config.json) to the experiment's
+    output folder and write labels.csv."""
+    tree = ClusterTree.load(sd.path)
+    out = cfg.outputs
+    out.mkdir(parents=True, exist_ok=True)
+    for src, dst in (("tree.json", "tree.json"), ("tree_arrays.npz", "tree_arrays.npz"),
+                     ("config.json", "tree_config.json")):
+        atomic_writer(out / dst, lambda p, s=src: shutil.copyfile(sd.file(s), p))
+    table = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "doc_id"])
+    labels_path = labels_path or out / "labels.csv"
+    tree.export_labels(labels_path, table.column("chunk_id").to_pylist(), table.column("doc_id").to_pylist())
+    return tree, labels_path
