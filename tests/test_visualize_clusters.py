@@ -126,7 +126,8 @@ def test_bad_input_no_tree_unnamed_tree_and_no_annotations(built, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no tree for this config" in err and f"python cluster_corpus.py {f}" in err
     # LLM names never made: nodes shown by id, and the note says how to name them
-    llm = dataclasses.replace(cfg, name="llm", naming=dataclasses.replace(cfg.naming, namer="llm", model="m"))
+    llm_naming = dataclasses.replace(cfg.naming, namer="llm", llm=dataclasses.replace(cfg.naming.llm, model="m"))
+    llm = dataclasses.replace(cfg, name="llm", naming=llm_naming)
     f = write_config(tmp_path / "llm.py", llm)
     assert visualize_clusters.main([str(f), "--quiet", "--out", str(tmp_path / "r.html")]) == 0
     err = " ".join(capsys.readouterr().err.split())
