@@ -5,6 +5,7 @@ outside the repository. The module list is found, never hand-kept, so it cannot 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,9 +20,18 @@ PACKAGE = ROOT / "corpus_proximity"
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # build from a copy of the tracked files: setuptools leaves build/ in its source tree, and a stale
+    # build/lib there would be packed into the next wheel (deleted modules included)
+    src = tmp_path_factory.mktemp("src")
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
     # the build backend is in the test environment already (setuptools): no download, no isolation
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(ROOT)], check=True, cwd=out, capture_output=True)
+                    "-w", str(out), str(src)], check=True, cwd=out, capture_output=True)
     (whl,) = out.glob("corpus_proximity-*.whl")
     return whl
 

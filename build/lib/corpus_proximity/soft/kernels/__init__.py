@@ -1,1 +1,0 @@
-"""numba kernels of the soft clustering (hot code): see README.md in this folder before changing them."""
