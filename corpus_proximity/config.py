@@ -131,10 +131,8 @@ class ClusteringConfig:
     max_depth: int = 3
     """Number of levels below the root (depth 0 .. max_depth-1)."""
     umap_n_components: int = 10
-    """UMAP target dimension at each node (clamped to what a small node allows). The seed used
-    50; 10 clusters the default corpus better (NMI to its topics .72 vs .69, root noise 2% vs
-    16%), keeps how blobs group into regions on planted data (50-d UMAP scatters them), and is
-    1.6x faster on the default corpus, 20x faster for HDBSCAN at 100k points (see bench/)."""
+    """UMAP target dimension at each node (clamped to what a small node allows). 10 keeps how
+    blobs group into regions (50-d scatters them) and is much faster for HDBSCAN than 50."""
     umap_n_neighbors: int = 15
     """UMAP neighbourhood size (clamped to node size - 1)."""
     umap_min_dist: float = 0.0
@@ -142,11 +140,8 @@ class ClusteringConfig:
     umap_fit_sample: int | None = 20000
     """Fit UMAP on at most this many members of a node and transform the rest; None = all."""
     umap_n_epochs: int | None = 200
-    """UMAP optimisation epochs per node; None = umap-learn's choice (500 up to 10,000 points, else
-    200). 200 everywhere: most nodes below the root are small, where umap-learn would spend 500.
-    bench/quality.py --quick, None → 200: time 3.6 → 2.2 s (default:tiny), 8.2 → 4.2 (pylibs),
-    12.9 → 7.0 (synthetic), coarse/fine ARI .97/.68 → .97/.70, .76/.66 → .76/.68, .95/1.0 →
-    .93/1.0; 100 epochs lost pylibs' coarse level (.58)."""
+    """UMAP optimisation epochs per node; None = umap-learn's choice (500 below 10,000 points).
+    200 everywhere: most nodes are small, where 500 costs twice the time for the same quality."""
     base_pct: float = 0.05
     """min_cluster_size = max(floor, n * base_pct * decay**depth)."""
     decay: float = 0.7
@@ -161,15 +156,9 @@ class ClusteringConfig:
     """HDBSCAN implementation: fast_hdbscan (parallel, much faster in 50-d) or the reference hdbscan."""
     root_clusterer: Literal["hdbscan", "kmeans", "hybrid"] = "hybrid"
     """Clusterer for the root split. hybrid: k-means by silhouette with k at most the number of
-    clusters HDBSCAN finds in the same projection (both in the reduced space, kmeans_space is
-    ignored; where HDBSCAN finds < 2 clusters there is no split unless fallback says so).
-    Measured with bench/quality.py --quick, coarse ARI hdbscan / kmeans / hybrid: default:tiny
-    .15 / .97 / .97, pylibs .50 / .74 / .74, planted synthetic .80 / .46 / .90 (seeds 1, 2:
-    hybrid .97, .76, .84-.93 vs hdbscan .14-.16, .50, .71-.81). HDBSCAN alone splits real
-    corpora into density pockets (7-9 top clusters for 2-4 true); k-means alone follows a
-    silhouette that in a UMAP projection keeps rising with k where the projection shows the
-    fine blobs (k=20 for 6 planted regions); bounded by HDBSCAN's count it picks the coarse
-    grouping on all three. Fine ARI .31 / .40 / .42 became .69 / .68 / .39."""
+    clusters HDBSCAN finds in the same projection (kmeans_space is ignored; where HDBSCAN finds < 2
+    clusters there is no split unless fallback says so). HDBSCAN alone cuts real corpora into many
+    density pockets; k-means alone follows a silhouette that keeps rising with k in a UMAP projection."""
     hybrid_noise: Literal["assign", "outliers"] = "assign"
     """hybrid: k-means on every point, no noise (assign), or k-means on the points HDBSCAN clustered
     with its noise joining the nearest region only inside that region's 95% extent (outliers)."""
@@ -183,21 +172,13 @@ class ClusteringConfig:
     """When HDBSCAN finds < 2 clusters at a node: leave it a leaf (none) or split with k-means."""
     silhouette_threshold: float = 0.95
     """Recurse into a child only if its coherence (mean cosine silhouette against its siblings) is
-    below this; a child that is recursed into and shows no structure becomes a leaf anyway.
-    0.95 stops only near-duplicate clusters, where UMAP would invent structure. The seed's .3
-    never fired on MiniLM corpora (their silhouettes stay below it) and cost the planted
-    hierarchy its whole fine level: a region holding five tight blobs is well separated from
-    its siblings (coherence .49-.86) yet not homogeneous, and silhouette against siblings cannot
-    see inside it. bench/quality.py --quick, fine ARI .3 → .95: synthetic .39 → 1.00,
-    default:tiny and pylibs unchanged (.69, .68)."""
+    below this; a child recursed into that shows no structure becomes a leaf anyway. 0.95 stops only
+    near-duplicate clusters: silhouette against siblings cannot see structure inside a child."""
     split_min_consistency: float = 0.5
     """Keep a node's split only if it holds in the original space: kNN consistency (the share of
-    members' split_knn nearest cosine neighbours in their own child, as lift over chance: 0 =
-    random labels, 1 = as pure as sizes allow) at least this; else the node is a leaf
-    (no_structure). UMAP can tear a homogeneous blob into clumps that HDBSCAN then calls
-    clusters. Measured on the quality bench: such splits of planted homogeneous blobs scored
-    .02-.37, every split along planted structure 1.0, MiniLM splits of the real corpora .7-1.0
-    (below .5 only three nodes of 25-38 members). 0 turns the check off."""
+    members' split_knn nearest cosine neighbours in their own child, as lift over chance: 0 = random
+    labels, 1 = as pure as sizes allow) at least this; else the node is a no_structure leaf. UMAP can
+    tear a homogeneous blob into clumps that HDBSCAN then calls clusters. 0 turns the check off."""
     split_knn: int = 15
     """Neighbours per member for split_min_consistency."""
     silhouette_sample: int = 3000
@@ -224,7 +205,7 @@ class ClusteringConfig:
         _check(0 < self.decay <= 1, "clustering.decay", "must be in (0, 1]")
         _check(self.min_cluster_floor >= 2, "clustering.min_cluster_floor", "must be >= 2")
         _check(self.hdbscan_min_samples >= 1, "clustering.hdbscan_min_samples",
-               "must be a small integer >= 1 (the seed uses 10)")
+               "must be a small integer >= 1 (default 10)")
         _check_literals(self, "clustering")
         _check(self.kmeans_kmax >= 2, "clustering.kmeans_kmax", "must be >= 2")
         _check(-1 <= self.silhouette_threshold <= 1, "clustering.silhouette_threshold", "must be in [-1, 1]")
