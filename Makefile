@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-llm test test-all bench bench-all bench-soft install browser clean
+.PHONY: demo demo-llm test test-all lint bench bench-all bench-soft install browser clean
 
 install: $(STAMP)
 
@@ -47,6 +47,9 @@ test: $(STAMP) browser
 
 test-all: $(STAMP) browser
 	$(PY) -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # the peers bench/quality.py measures (BERTopic, EVoC) are bench-only extras; CPU torch is already in
 BENCH_STAMP := $(VENV)/.bench-stamp
