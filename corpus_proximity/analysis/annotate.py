@@ -32,7 +32,7 @@ import numpy as np
 
 from corpus_proximity import cli
 from corpus_proximity.analysis.stats import analyze_clusters
-from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, stage_key
+from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, check_artifacts, publish_dir, stage_key
 from corpus_proximity.config import ExperimentConfig, to_dict
 from corpus_proximity.errors import InputError
 from corpus_proximity.naming.stage import names_or_ids
@@ -144,7 +144,16 @@ def tree_for(cfg: ExperimentConfig, tree_dir: Path | None, config_path: str) -> 
     if meta_file is None or not (tree_dir / "tree_arrays.npz").is_file():
         raise InputError(f"--tree {tree_dir}: not a tree folder (needs tree.json, tree_arrays.npz, config.json); "
                          f"give a data/cache/tree-* or data/outputs/<name> folder")
-    meta = json.loads(meta_file.read_text())
+    fix = (f"delete {tree_dir} and rerun" if meta_file.name == "config.json"
+           else f"rerun `python cluster_corpus.py {config_path}` to publish it again")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{meta_file} is corrupt (not JSON): {fix}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_file} is corrupt (not a JSON object): {fix}")
+    check_artifacts(tree_dir, {"artifacts": {k: v for k, v in (meta.get("artifacts") or {}).items()
+                                             if k in ("tree.json", "tree_arrays.npz")}}, fix)
     if meta.get("key") == expected.key:
         return StageDir(expected.stage, expected.key, tree_dir)
     who = f"config '{meta.get('experiment')}'" if meta.get("experiment") else "another config"
@@ -176,19 +185,30 @@ def embed_queries(cfg: ExperimentConfig, texts: list[str]) -> np.ndarray:
     key = stage_key(QUERY_STAGE, QUERY_VERSION, {"model": model_id, "prefix": query_prefix(cfg)},
                     {"texts": h.hexdigest()})
     sd = StageDir.for_key(cfg.cache_dir, QUERY_STAGE, key)
-    if sd.complete:
-        return np.load(sd.file("embeddings.npy"))
+    if sd.complete or not sd.begin():  # begin waits for a concurrent run embedding the same texts
+        sd.tidy("shards")
+        return load_query_embeddings(sd, len(texts))
     embedder = _EMBEDDERS.get(model_id_key := json.dumps(model_id, sort_keys=True))
     if embedder is None:  # one model load per process, however many text fields
         embedder = _EMBEDDERS[model_id_key] = SentenceTransformerEmbedder(cfg.embedding)
     embedder.prefix = query_prefix(cfg)
-    sd.begin()
     shards = embedding.embed_to_shards(texts, embedder, sd.path / "shards", 256, "embedding outputs")
     embedding.join_shards(shards, sd.file("embeddings.npy"), embedder.dim, len(texts))
     sd.finish({"embedding": model_id, "prefix": query_prefix(cfg), "n": len(texts)}, {})
-    for s in shards:
-        s.unlink(missing_ok=True)
-    return np.load(sd.file("embeddings.npy"))
+    sd.tidy("shards")
+    return load_query_embeddings(sd, len(texts))
+
+
+def load_query_embeddings(sd: StageDir, n: int) -> np.ndarray:
+    """The cached query embeddings, or a one-line error naming the file and the fix."""
+    path = sd.file("embeddings.npy")
+    try:
+        emb = np.load(path)
+    except Exception as e:
+        raise InputError(f"{path} is corrupt (unreadable: {type(e).__name__}): {sd.fix}") from None
+    if emb.ndim != 2 or len(emb) != n or emb.dtype != np.float32:
+        raise InputError(f"{path} is corrupt (shape {emb.shape} {emb.dtype}, expected {n} float32 rows): {sd.fix}")
+    return emb
 
 
 def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarray) -> NearestChunkSearch:
@@ -203,7 +223,8 @@ def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarr
     cli.console.print(f"building an IVF index over {len(corpus):,} chunks ({params['nlist']} lists; once, cached "
                       f"in {sd.path})")
     index = IVFSearch.build(corpus, params["nlist"], a.ivf_nprobe, params["seed"])
-    sd.begin()
+    if not sd.begin():  # a concurrent run built it meanwhile
+        return IVFSearch.load(sd.file("index.faiss"), a.ivf_nprobe)
     atomic_writer(sd.file("index.faiss"), index.save)
     sd.finish(params, {"embed": embed_sd.key})
     return index
@@ -293,10 +314,14 @@ def default_out(cfg: ExperimentConfig, results: Path) -> Path:
 
 
 def write_outputs(out_dir: Path, df, analysis: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_writer(out_dir / "annotated.csv", lambda p: df.to_csv(p, index=False))
-    atomic_writer(out_dir / "annotated.parquet", lambda p: df.to_parquet(p, index=False))
-    atomic_write_json(out_dir / "analysis.json", analysis)
+    """One run's folder, published as a whole (built beside it, then swapped in): a reader, or a
+    run killed half-way, never leaves the tables of one run beside another's analysis."""
+    def build(tmp: Path) -> None:
+        df.to_csv(tmp / "annotated.csv", index=False)
+        df.to_parquet(tmp / "annotated.parquet", index=False)
+        atomic_write_json(tmp / "analysis.json", analysis)
+
+    publish_dir(out_dir, build)
 
 
 def print_analysis(analysis: dict, console=None) -> None:

@@ -132,7 +132,8 @@ def run_merge(cfg: ExperimentConfig, input_path: Path | None, key: str | None, l
     t0 = time.perf_counter()
     ref, runs, plans = run_ensemble(mask, mc)
     seconds = time.perf_counter() - t0
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return sd
     _save_npz(sd.file("merge_history.npz"), groups=ref.groups, pairs=ref.pairs, costs=ref.costs, k_groups=ref.k_groups)
     _save_npz(sd.file("ensemble_merge_array.npz"), **ensemble_array(runs))
     summary = []

@@ -163,10 +163,10 @@ def run_ensemble(cfg: ExperimentConfig, log=None) -> StageDir:
             registry.finish_run(sd.key, s.index, r.path, None)
     for i, tree, seconds in execute(X, cfg.clustering, todo, ec):
         r = run_dirs[i]
-        r.begin()
-        tree.save(r.path)
-        r.finish({"clustering": to_dict(cfg.clustering), **specs[i].identity()}, {"embed": embed.key},
-                 {"seconds": round(seconds, 2), "n_nodes": len(tree.nodes) - 1, "n_depths": tree.n_depths})
+        if r.begin():  # else a concurrent run of this config saved it meanwhile
+            tree.save(r.path)
+            r.finish({"clustering": to_dict(cfg.clustering), **specs[i].identity()}, {"embed": embed.key},
+                     {"seconds": round(seconds, 2), "n_nodes": len(tree.nodes) - 1, "n_depths": tree.n_depths})
         registry.finish_run(sd.key, i, r.path, seconds)
         log.print(f"  run {i}: seed {specs[i].seed}, {tree.root.size} chunks → {len(tree.nodes) - 1} nodes, "
                   f"{tree.n_depths} depths ({seconds:.0f}s)")
@@ -193,7 +193,8 @@ def write_results(sd: StageDir, cfg: ExperimentConfig, ref: ClusterTree, runs: l
     n_depths = max([ref.n_depths] + [t.n_depths for t in runs])
     dists = ensemble_distances(runs, n_depths)
     stab = ens.node_stability(ref, runs, cfg.ensemble.stability_threshold)
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return
     summary = {}
     for m, d in dists.items():
         def write(p: Path, d=d) -> None:

@@ -114,7 +114,7 @@ def run_naming(cfg: ExperimentConfig, log=cli.console, connect: Callable[[], str
 
 
 def write_names(sd: StageDir, cfg: ExperimentConfig, tree_sd: StageDir, result: NamingResult, seconds: float) -> None:
-    sd.begin()
+    sd.begin(redo=True)  # a retry rewrites a finished result; a concurrent run writes the same names
     nodes = [r.to_json() for r in result.names.values()]
     atomic_write_json(sd.file("names.json"), {
         "format": NAMES_FORMAT, "namer": cfg.naming.namer, "model": cfg.naming.llm.model if cfg.naming.namer == "llm" else None,
