@@ -30,7 +30,9 @@ def dashboard_command(args) -> str:
         exe_s = "streamlit"
     extra = "".join(f" --set {o}" for o in args.overrides)
     ann = f" --annotations {args.annotations}" if args.annotations else ""
-    return f"{exe_s} run dashboard.py -- {args.config}{extra}{ann}"
+    # 127.0.0.1 as in .streamlit/config.toml: the dashboard shows corpus text; open it to the network on
+    # purpose with --server.address 0.0.0.0
+    return f"{exe_s} run dashboard.py --server.address 127.0.0.1 -- {args.config}{extra}{ann}"
 
 
 @cli_errors
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.console.print(f"map: {ex.map_note}")
     cli.console.print(f"report: {out}")
     cli.console.print(f"viewer files: {items} ({len(ex.shown)} chunks), {clusters} ({len(ex.tree.nodes) - 1} nodes)")
-    cli.console.print(f"dashboard: {dashboard_command(args)}")
+    cli.console.print(f"dashboard: {dashboard_command(args)}  (local only; --server.address 0.0.0.0 opens it "
+                      f"to the network)", soft_wrap=True)
     return 0
 
 

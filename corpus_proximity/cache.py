@@ -112,6 +112,14 @@ def mkdir(path: Path) -> Path:
     return path
 
 
+def writable(path: Path) -> bool:
+    """Whether ``path`` (or, where it does not exist yet, its nearest existing folder) can be written."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return os.access(p, os.W_OK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     mkdir(path.parent)
     with writing(path):

@@ -42,6 +42,7 @@ from corpus_proximity.text.embedders import SentenceTransformerEmbedder, default
 from corpus_proximity.tree import stage as tree_stage
 from corpus_proximity.tree.index import ExactSearch, IVFSearch, NearestChunkSearch, assign_to_clusters
 from corpus_proximity.tree.tree import ClusterTree
+from corpus_proximity.untrusted import term
 
 _TRUE = {"true", "1", "yes", "y", "correct", "t"}
 _FALSE = {"false", "0", "no", "n", "incorrect", "wrong", "f"}
@@ -329,9 +330,9 @@ def print_analysis(analysis: dict, console=None) -> None:
 
     console = console or cli.console
     for s in analysis["skipped"]:
-        console.print(f"[yellow]skipped {s['correct_field']}: {s['reason']}[/yellow]")
+        console.print(f"[yellow]skipped {term(s['correct_field'])}: {term(s['reason'])}[/yellow]")
     if analysis.get("note"):
-        console.print(analysis["note"])
+        console.print(term(analysis["note"]))
     if not analysis["analyses"]:
         return
     depths = sorted(analysis["analyses"][0]["depths"])
@@ -350,11 +351,12 @@ def print_analysis(analysis: dict, console=None) -> None:
             cells.append("n/a" if o["p"] is None else f"{o['cramers_v']:.2f} {o['p']:.2g}")
         rate = "n/a" if first["error_rate"] is None else f"{first['error_rate']:.1%}"
         short = e["correct_field"].removesuffix("." + suffix) if len(analysis["analyses"]) > 1 else e["correct_field"]
-        t.add_row(*([] if one_text else [e["text_field"]]), short, str(e["n_graded"]), rate, *cells)
+        t.add_row(*([] if one_text else [term(e["text_field"])]), term(short), str(e["n_graded"]), rate, *cells)
     console.print(t)
     for e in analysis["analyses"]:
         for d in depths:
-            console.print(f"[bold]{e['correct_field']} ({e['text_field']}) {d}[/bold]: {e['depths'][d]['summary']}")
+            console.print(f"[bold]{term(e['correct_field'])} ({term(e['text_field'])}) {d}[/bold]: "
+                          f"{term(e['depths'][d]['summary'])}")
 
 
 HOW_TO = ("to place model outputs in this tree: python annotate_with_clusters.py {config} --results FILE "
