@@ -20,6 +20,7 @@ from corpus_proximity.errors import cli_errors
 from corpus_proximity.explore.data import load_exploration
 from corpus_proximity.explore.report import export_viewer_files, render_report
 from corpus_proximity.explore.views import TREE_KINDS
+from corpus_proximity.paths import input_dir, output_file
 
 
 def dashboard_command(args) -> str:
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="correctness field behind node error rates and map markers (default: the first)")
     p.add_argument("--tree-kind", choices=TREE_KINDS, default="sunburst", help="initial tree layout")
     args = p.parse_args(argv)
+    if args.out is not None:
+        output_file(args.out, "--out")
+    if args.annotations is not None:
+        input_dir(args.annotations, "--annotations")
     cfg = cli.resolve(args)
     ex = load_exploration(cfg, args.annotations, args.field, args.correct_field, args.config)
     for note in ex.notes:

@@ -314,6 +314,15 @@ def default_out(cfg: ExperimentConfig, results: Path) -> Path:
     return cfg.outputs / "annotations" / results.stem
 
 
+def previous_run(out_dir: Path) -> str | None:
+    """What an earlier run in ``out_dir`` annotated ("N rows of FILE"), None when there is none."""
+    try:
+        a = json.loads((out_dir / "analysis.json").read_text())
+        return f"{a['n_rows']} rows of {a['results']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_outputs(out_dir: Path, df, analysis: dict) -> None:
     """One run's folder, published as a whole (built beside it, then swapped in): a reader, or a
     run killed half-way, never leaves the tables of one run beside another's analysis."""

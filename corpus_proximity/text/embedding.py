@@ -27,6 +27,7 @@ from corpus_proximity.cache import (
 )
 from corpus_proximity.config import ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.errors import InputError
+from corpus_proximity.paths import input_file
 from corpus_proximity.text import chunking
 from corpus_proximity.text.embedders import default_prefixes, make_embedder, resolve_model_dir
 
@@ -39,7 +40,8 @@ def model_identity(cfg: ExperimentConfig) -> dict:
     and the document prefix; part of the embed key, and of the query cache's."""
     sem = semantic_dict(cfg.embedding)
     if cfg.embedding.precomputed_path:
-        return {"precomputed_sha256": file_fingerprint(Path(cfg.embedding.precomputed_path).expanduser())}
+        return {"precomputed_sha256": file_fingerprint(input_file(cfg.embedding.precomputed_path,
+                                                                   "embedding.precomputed_path"))}
     sem.pop("precomputed_path")
     model_dir = resolve_model_dir(cfg.embedding.model)
     if sem["document_prefix"] is None:

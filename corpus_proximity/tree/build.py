@@ -146,6 +146,9 @@ def _validate(embeddings: np.ndarray, cfg: ClusteringConfig) -> None:
     if len(embeddings) < need:
         raise InputError(f"corpus: {len(embeddings)} chunk(s), but splitting the root needs at least {need} "
                          f"(2 × min_cluster_size); add documents or lower clustering.min_cluster_floor/floor_base")
+    if cfg.hdbscan_min_samples > len(embeddings):
+        raise InputError(f"config field clustering.hdbscan_min_samples: {cfg.hdbscan_min_samples} is more than the "
+                         f"corpus' {len(embeddings)} chunks; use a small value (the seed uses 10)")
     if float((embeddings.max(axis=0) - embeddings.min(axis=0)).max()) < 1e-5:
         raise InputError("corpus: all texts embed to the same vector (identical texts?); nothing to cluster")
 
