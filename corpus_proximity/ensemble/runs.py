@@ -28,6 +28,7 @@ from joblib import Parallel, delayed
 import corpus_proximity
 from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, copy_results, stage_key
+from corpus_proximity.children import ray_started, watch_children
 from corpus_proximity.config import ClusteringConfig, EnsembleConfig, ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.ensemble import compare as ens
 from corpus_proximity.ensemble.registry import Registry, registry_path
@@ -108,6 +109,7 @@ def execute(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], ec: Ensem
             yield _timed_run(X, cc, s)
         return
     # processes: a tree run is numba/UMAP work that holds the GIL; X is memory-mapped to workers
+    watch_children()
     yield from Parallel(n_jobs=ec.n_jobs, prefer="processes", return_as="generator_unordered")(
         delayed(_timed_run)(X, cc, s) for s in specs)
 
@@ -119,9 +121,14 @@ def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], addr
         raise InputError("ensemble.engine=ray needs Ray: pip install 'corpus-proximity[ray]' "
                          "(or use the local engine)") from None
     if not ray.is_initialized():
-        # the package ships to the workers the way Ray supports (a cluster's nodes need not have it)
+        watch_children()
+        # the package ships to the workers the way Ray supports (a cluster's nodes need not have it);
+        # a local Ray listens on 127.0.0.1 only and is shut down with this process
+        local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"py_modules": [corpus_proximity]})
+                 runtime_env={"py_modules": [corpus_proximity]}, **local)
+        if address is None:
+            ray_started()
     task = ray.remote(num_cpus=1)(_timed_run)
     x_ref = ray.put(np.ascontiguousarray(X))
     pending = [task.remote(x_ref, cc, s) for s in specs]
