@@ -79,7 +79,8 @@ def temp_name(path: Path) -> Path:
 def disk_error(path: Path, e: OSError) -> InputError | None:
     """The one-line error for a write that failed on a full, read-only or forbidden disk (else None)."""
     code = e.errno
-    if code is None and "No space left" in str(e):  # pyarrow's IO errors carry no errno
+    # pyarrow's IO errors and numpy's short writes ("N requested and M written") carry no errno
+    if code is None and ("No space left" in str(e) or ("requested and" in str(e) and "written" in str(e))):
         code = errno.ENOSPC
     if code not in _DISK_ERRNOS:
         return None
