@@ -363,6 +363,20 @@ class StageDir:
         return meta
 
 
+def verify_all(cache_dir: Path) -> tuple[int, list[str]]:
+    """Hash every artifact of every finished result under ``cache_dir``: (number that match, one
+    message per corrupt result)."""
+    n_ok, bad = 0, []
+    for d in sorted(p for p in Path(cache_dir).iterdir() if (p / SUCCESS).is_file()):
+        stage, _, key = d.name.rpartition("-")
+        try:
+            StageDir(stage, key, d).verify(full=True)
+            n_ok += 1
+        except InputError as e:
+            bad.append(str(e))
+    return n_ok, bad
+
+
 def copy_results(sd: StageDir, out: Path, suffixes: tuple[str, ...] = (".json", ".npz", ".png")) -> Path:
     """Copy a finished stage's result files with these suffixes to the human-facing folder ``out``,
     published as a whole (:func:`publish_dir`); returns ``out``."""

@@ -305,6 +305,8 @@ def test_corrupt_names_and_small_artifacts_are_named(tmp_path):
         sd.file(name).write_bytes(bytes(raw))
         with pytest.raises(InputError, match=rf"{name} is corrupt \(its sha256 differs.*delete .* and rerun"):
             sd.complete
+    n_ok, bad = cache.verify_all(tmp_path)  # what verify_cache.py reports
+    assert n_ok == 0 and len(bad) == 3 and all("is corrupt" in b for b in bad)
     q = StageDir.for_key(tmp_path, "queries", "ab" * 32)
     q.path.mkdir(parents=True)
     q.file("embeddings.npy").write_bytes(b"\x93NUMPY garbage")
