@@ -481,3 +481,42 @@ def test_streamlit_listens_on_localhost_only(built_default, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
+
+
+RAY = textwrap.dedent("""
+    import time
+    from corpus_proximity.ensemble.runs import init_ray
+    init_ray(None)
+    print("ready", flush=True)
+    time.sleep(300)
+""")
+
+
+@pytest.mark.slow
+def test_local_ray_listens_on_localhost_and_ends_with_a_killed_parent():
+    import psutil
+
+    pytest.importorskip("ray")
+    p = subprocess.Popen([PY, "-c", RAY], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        kids = [k for k in psutil.Process(p.pid).children(recursive=True)
+                if "corpus_proximity.children" not in " ".join(k.cmdline())]
+        listening = {c.laddr.ip for k in kids for c in _connections(k) if c.status == psutil.CONN_LISTEN}
+        assert kids and listening <= {"127.0.0.1", "::1"}, listening
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        _, alive = psutil.wait_procs(kids, timeout=20)
+        assert not alive, [a.cmdline()[:3] for a in alive]
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def _connections(proc):
+    import psutil
+
+    try:
+        return proc.net_connections("inet")
+    except psutil.Error:
+        return []

@@ -114,21 +114,29 @@ def execute(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], ec: Ensem
         delayed(_timed_run)(X, cc, s) for s in specs)
 
 
+def init_ray(address: str | None) -> None:
+    """Start (``address`` None: a local Ray on 127.0.0.1 only, shut down with this process, its
+    processes killed with it) or join a Ray cluster, once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    watch_children()
+    # the package ships to the workers the way Ray supports (a cluster's nodes need not have it)
+    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"py_modules": [corpus_proximity]}, **local)
+    if address is None:
+        ray_started()
+
+
 def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], address: str | None):
     try:
         import ray
     except ImportError:
         raise InputError("ensemble.engine=ray needs Ray: pip install 'corpus-proximity[ray]' "
                          "(or use the local engine)") from None
-    if not ray.is_initialized():
-        watch_children()
-        # the package ships to the workers the way Ray supports (a cluster's nodes need not have it);
-        # a local Ray listens on 127.0.0.1 only and is shut down with this process
-        local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"py_modules": [corpus_proximity]}, **local)
-        if address is None:
-            ray_started()
+    init_ray(address)
     task = ray.remote(num_cpus=1)(_timed_run)
     x_ref = ray.put(np.ascontiguousarray(X))
     pending = [task.remote(x_ref, cc, s) for s in specs]
