@@ -18,11 +18,15 @@ from corpus_proximity.analysis.annotate import (
     annotate,
     default_out,
     load_results,
+    previous_run,
     print_analysis,
     tree_for,
     write_outputs,
 )
 from corpus_proximity.errors import InputError, cli_errors
+from corpus_proximity.explore.data import find_annotations
+from corpus_proximity.paths import input_dir, input_file, output_dir
+from corpus_proximity.untrusted import term
 
 
 @cli_errors
@@ -41,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--if-configured", action="store_true",
                    help="without --results and annotation.results_path, print how to annotate and exit 0")
     args = p.parse_args(argv)
+    if args.out is not None:
+        output_dir(args.out, "--out")
+    if args.tree is not None:
+        input_dir(args.tree, "--tree")
     cfg = cli.resolve(args)
     results = args.results or (Path(cfg.annotation.results_path) if cfg.annotation.results_path else None)
     if results is None:
@@ -48,13 +56,21 @@ def main(argv: list[str] | None = None) -> int:
             cli.console.print(HOW_TO.format(config=args.config))
             return 0
         raise InputError("--results is required (or set annotation.results_path); " + HOW_TO.format(config=args.config))
+    input_file(results, "--results" if args.results else "annotation.results_path")
     tree_sd = tree_for(cfg, args.tree, args.config)
     rows = load_results(results)[: args.limit]
     df, analysis = annotate(cfg, rows, results, args.text_field or list(cfg.annotation.text_fields),
                             args.correct_field or list(cfg.annotation.correct_fields), tree_sd)
     out_dir = args.out or default_out(cfg, results)
-    write_outputs(out_dir, df, analysis)
+    replaced = previous_run(out_dir)
+    write_outputs(out_dir, df, analysis)  # the folder as a whole: one run's files, never two runs' mixed
     cli.console.print(f"annotated {len(df)} rows → {out_dir}/annotated.csv, annotated.parquet, analysis.json")
+    if replaced:
+        cli.console.print(f"[yellow]replaced the earlier run in {out_dir} ({term(replaced)}); give --out to keep "
+                          f"runs side by side[/yellow]")
+    runs = find_annotations(cfg)
+    if runs:
+        cli.console.print("annotation runs of this config (newest first): " + ", ".join(p.name for p in runs))
     print_analysis(analysis)
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from corpus_proximity import cli
 from corpus_proximity.errors import cli_errors
+from corpus_proximity.paths import output_file
 from corpus_proximity.tree.stage import publish, run_clustering
 from corpus_proximity.tree.tree import render
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to write one row per chunk with its cluster id at each depth "
                         "(default: <output_dir>/<name>/labels.csv)")
     args = p.parse_args(argv)
+    if args.export_labels is not None:
+        output_file(args.export_labels, "--export-labels")
     cfg = cli.resolve(args)
     t0 = time.perf_counter()
     sd = run_clustering(cfg)

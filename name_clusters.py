@@ -20,6 +20,7 @@ from corpus_proximity.naming.stage import (
     apply_local_llm,
     load_inputs,
     local_llm_connect,
+    offline_names,
     read_names,
     run_naming,
     stage_dir,
@@ -51,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     tree_sd = tree_stage(cfg, args.config)
     sd = stage_dir(cfg, tree_sd)
     status = 0
-    if args.name or (not sd.complete and cfg.naming.namer != "llm"):
+    if args.name:
         status = _name(cfg, args, log)
-    names = read_names(sd) if sd.complete else {}
+    if sd.complete:
+        names = read_names(sd)
+    else:  # offline names on first look; in memory only where the cache is read-only
+        names = offline_names(cfg, tree_sd, log) if cfg.naming.namer != "llm" else {}
     if not names and cfg.naming.namer == "llm":
         log.print(f"[yellow]no LLM names for this config yet: run `python name_clusters.py {args.config} --name"
                   f"{' --local-llm' if args.local_llm else ''}`[/yellow]")

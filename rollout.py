@@ -23,6 +23,7 @@ from corpus_proximity.evals.gsm8k import load_gsm8k
 from corpus_proximity.evals.rollout import generate, output_path, stream_one, summarize, write_rollouts
 from corpus_proximity.llm.caller import CALL_CACHE
 from corpus_proximity.llm.local import MODEL_ID, lazy_server
+from corpus_proximity.paths import output_file
 
 
 @cli_errors
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", action="store_true", help="interactive: print the answer as it is generated")
     p.add_argument("--out", type=Path, default=None, help="rollouts JSONL (default data/outputs/<name>/rollouts/)")
     args = p.parse_args(argv)
+    if args.out is not None:
+        output_file(args.out, "--out")
     cfg = cli.resolve(args)
     rc = cfg.rollout
     if args.local_llm:

@@ -20,6 +20,7 @@ from corpus_proximity.errors import cli_errors
 from corpus_proximity.explore.data import load_exploration
 from corpus_proximity.explore.report import export_viewer_files, render_report
 from corpus_proximity.explore.views import TREE_KINDS
+from corpus_proximity.paths import input_dir, output_file
 
 
 def dashboard_command(args) -> str:
@@ -30,7 +31,9 @@ def dashboard_command(args) -> str:
         exe_s = "streamlit"
     extra = "".join(f" --set {o}" for o in args.overrides)
     ann = f" --annotations {args.annotations}" if args.annotations else ""
-    return f"{exe_s} run dashboard.py -- {args.config}{extra}{ann}"
+    # 127.0.0.1 as in .streamlit/config.toml: the dashboard shows corpus text; open it to the network on
+    # purpose with --server.address 0.0.0.0
+    return f"{exe_s} run dashboard.py --server.address 127.0.0.1 -- {args.config}{extra}{ann}"
 
 
 @cli_errors
@@ -45,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="correctness field behind node error rates and map markers (default: the first)")
     p.add_argument("--tree-kind", choices=TREE_KINDS, default="sunburst", help="initial tree layout")
     args = p.parse_args(argv)
+    if args.out is not None:
+        output_file(args.out, "--out")
+    if args.annotations is not None:
+        input_dir(args.annotations, "--annotations")
     cfg = cli.resolve(args)
     ex = load_exploration(cfg, args.annotations, args.field, args.correct_field, args.config)
     for note in ex.notes:
@@ -55,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.console.print(f"map: {ex.map_note}")
     cli.console.print(f"report: {out}")
     cli.console.print(f"viewer files: {items} ({len(ex.shown)} chunks), {clusters} ({len(ex.tree.nodes) - 1} nodes)")
-    cli.console.print(f"dashboard: {dashboard_command(args)}")
+    cli.console.print(f"dashboard: {dashboard_command(args)}  (local only; --server.address 0.0.0.0 opens it "
+                      f"to the network)", soft_wrap=True)
     return 0
 
 

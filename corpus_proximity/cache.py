@@ -9,10 +9,14 @@ run never leaves a half-written artifact under its final name, and a directory w
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +26,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from corpus_proximity.errors import InputError
+
 SUCCESS = "_SUCCESS"
+LOCK = ".lock"
+# artifacts at most this big are hashed whenever their stage is read; bigger ones only have their size
+# checked on load (verify_cache.py hashes everything)
+HASH_ON_LOAD_BYTES = 64 << 20
+_DISK_ERRNOS = {errno.ENOSPC: "the disk is full: free space or set cache_dir/output_dir elsewhere",
+                errno.EDQUOT: "the disk quota is exceeded: free space or set cache_dir/output_dir elsewhere",
+                errno.EROFS: "the file system is read-only: set cache_dir/output_dir to a writable folder",
+                errno.EACCES: "permission denied: make it writable or set cache_dir/output_dir elsewhere",
+                errno.EPERM: "permission denied: make it writable or set cache_dir/output_dir elsewhere"}
+_VERIFIED: set[tuple[str, float]] = set()
+_LOCKS: dict[str, int] = {}
 _VERSIONED_PACKAGES = ("numpy", "torch", "sentence-transformers", "umap-learn", "hdbscan",
                        "scikit-learn", "pyarrow", "corpus-proximity")
 
@@ -54,19 +71,70 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def temp_name(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process (or thread) uses: pid + random."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def disk_error(path: Path, e: OSError) -> InputError | None:
+    """The one-line error for a write that failed on a full, read-only or forbidden disk (else None)."""
+    code = e.errno
+    # pyarrow's IO errors and numpy's short writes ("N requested and M written") carry no errno
+    if code is None and ("No space left" in str(e) or ("requested and" in str(e) and "written" in str(e))):
+        code = errno.ENOSPC
+    if code not in _DISK_ERRNOS:
+        return None
+    return InputError(f"cannot write {path}: {_DISK_ERRNOS[code]}")
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn ENOSPC / EDQUOT / EROFS / EACCES while writing ``path`` into a one-line InputError."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as e:
+        err = disk_error(Path(path), e)
+        if err is None:
+            raise
+        raise err from None
+
+
+def check_free_space(folder: Path, nbytes: int, what: str) -> None:
+    """Refuse (one line) to start a write of ``nbytes`` that the disk under ``folder`` cannot hold."""
+    free = shutil.disk_usage(folder).free
+    if free < nbytes + (1 << 20):
+        raise InputError(f"cannot write {what}: it needs {nbytes / 1e6:.1f} MB and {folder} has "
+                         f"{free / 1e6:.1f} MB free; free space or set cache_dir elsewhere")
+
+
+def mkdir(path: Path) -> Path:
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def writable(path: Path) -> bool:
+    """Whether ``path`` (or, where it does not exist yet, its nearest existing folder) can be written."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return os.access(p, os.W_OK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    mkdir(path.parent)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                os.fchmod(f.fileno(), _umask_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -78,29 +146,116 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    mkdir(path.parent)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+                f.flush()
+                os.fsync(f.fileno())
+                os.fchmod(f.fileno(), _umask_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_writer(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path`` (for library writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mkdir(path.parent)
+    tmp = temp_name(path)
+    with writing(path):
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staging_dir(like: Path):
+    """A private folder beside ``like`` (pid + random in its name), removed on exit; the leftovers
+    of killed processes (``.<name>.<pid>-*.tmp`` / ``.old``) are removed first."""
+    mkdir(like.parent)
+    for left in [*like.parent.glob(f".{like.name}.*.tmp"), *like.parent.glob(f".{like.name}.*.old")]:
+        remove_stale(left)
+    tmp = temp_name(like)
+    with writing(tmp):
+        tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_dir(out: Path, build: Callable[[Path], None]) -> Path:
+    """Publish the folder ``out`` as a whole: ``build(tmp)`` fills a private folder beside it, which
+    then takes ``out``'s place by rename, so a reader sees the old folder or the new, never a mix.
+    Leftovers of a killed publish are removed by the next."""
+    with staging_dir(out) as tmp:
+        build(tmp)
+        if out.exists():
+            old = tmp.with_suffix(".old")
+            os.replace(out, old)  # between these two renames `out` is briefly absent, never mixed
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    return out
+
+
+def remove_stale(path: Path) -> None:
+    """Remove a leftover temp file/folder whose writer (the pid in its name) is gone."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        pid = int(path.name.rsplit(".", 2)[-2].split("-")[0])
+    except (ValueError, IndexError):
+        return
+    if pid != os.getpid() and _alive(pid):
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_record(folder: Path) -> dict[str, dict]:
+    """Size and sha256 of every artifact file in ``folder`` (not config.json, markers, dotfiles, folders)."""
+    return {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(folder.iterdir())
+            if f.is_file() and not f.name.startswith(".") and f.name not in ("config.json", SUCCESS)}
+
+
+def check_artifacts(folder: Path, meta: dict, fix: str, full: bool = False) -> None:
+    """Raise a one-line InputError naming the first artifact of ``meta["artifacts"]`` in ``folder`` whose
+    size (always) or sha256 (small files, or all with ``full``) differs from the record."""
+    for name, rec in (meta.get("artifacts") or {}).items():
+        f = folder / name
+        if not f.is_file():
+            raise InputError(f"{f} is missing: {fix}")
+        size = f.stat().st_size
+        if size != rec["size"]:
+            raise InputError(f"{f} is corrupt ({size} bytes, {rec['size']} recorded in config.json): {fix}")
+        if (full or size <= HASH_ON_LOAD_BYTES) and sha256_file(f) != rec["sha256"]:
+            raise InputError(f"{f} is corrupt (its sha256 differs from config.json's): {fix}")
 
 
 @dataclass(frozen=True)
@@ -117,44 +272,125 @@ class StageDir:
 
     @property
     def complete(self) -> bool:
-        return (self.path / SUCCESS).is_file()
+        """A finished result (``_SUCCESS``) whose artifacts match the sizes and checksums in its
+        config.json (checked once per process); a corrupt one is a one-line InputError with the fix."""
+        marker = self.path / SUCCESS
+        try:
+            stamp = marker.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if (str(self.path), stamp) not in _VERIFIED:
+            self.verify()
+            _VERIFIED.add((str(self.path), stamp))
+        return True
+
+    @property
+    def fix(self) -> str:
+        return f"delete {self.path} and rerun"
+
+    def verify(self, full: bool = False) -> None:
+        """Check config.json parses and every recorded artifact's size (and sha256: small files, or all
+        with ``full``); raise a one-line InputError naming the bad file."""
+        check_artifacts(self.path, self.read_meta(), self.fix, full)
 
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def begin(self) -> None:
-        """Start (or resume) writing this result: the marker goes first, so readers ignore it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+    def begin(self, redo: bool = False) -> bool:
+        """Claim this result for writing. Takes the stage's lock (an ``flock`` that the kernel releases
+        when its holder dies, so a killed run's lock is simply taken over), waiting while another run of
+        the same config holds it. Returns False when that run finished the result meanwhile (use it,
+        write nothing; with ``redo``, e.g. a retry of failed names, the claim is taken anyway); else removes leftovers of killed runs and the marker (so readers ignore the
+        folder until :meth:`finish`) and returns True."""
+        mkdir(self.path)
+        key = str(self.path)
+        if key not in _LOCKS:
+            with writing(self.path / LOCK):
+                fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                from corpus_proximity import cli
+
+                cli.console.print(f"{self.stage}: another run (pid {holder}) is computing {self.path}; waiting for it")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            _LOCKS[key] = fd
+        if self.complete and not redo:
+            self.release()
+            return False
+        for left in self.path.glob(".*.tmp"):  # ours to remove: we hold the lock
+            shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
         (self.path / SUCCESS).unlink(missing_ok=True)
+        return True
+
+    def release(self) -> None:
+        fd = _LOCKS.pop(str(self.path), None)
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
 
     def finish(self, resolved_config: dict, upstream: dict[str, str], extra: dict | None = None) -> None:
-        """Write ``config.json`` and then the ``_SUCCESS`` marker, last."""
+        """Write ``config.json`` (with each artifact's size and sha256) and then the ``_SUCCESS``
+        marker, last; release the claim taken by :meth:`begin`."""
         meta = {"stage": self.stage, "key": self.key, "config": resolved_config,
-                "upstream": upstream, "versions": package_versions(), **(extra or {})}
+                "upstream": upstream, "versions": package_versions(), **(extra or {}),
+                "artifacts": artifact_record(self.path)}
         atomic_write_json(self.file("config.json"), meta)
         atomic_write_text(self.file(SUCCESS), "")
+        self.release()
+
+    def tidy(self, *leftovers: str) -> None:
+        """Remove scratch entries (e.g. embedding shards) a run killed after ``_SUCCESS`` left behind."""
+        for name in leftovers:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                p.unlink(missing_ok=True)
 
     def read_meta(self) -> dict:
-        return json.loads(self.file("config.json").read_text())
+        f = self.file("config.json")
+        try:
+            meta = json.loads(f.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{f} is missing: {self.fix}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{f} is corrupt (not JSON): {self.fix}") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{f} is corrupt (not a JSON object): {self.fix}")
+        return meta
+
+
+def verify_all(cache_dir: Path) -> tuple[int, list[str]]:
+    """Hash every artifact of every finished result under ``cache_dir``: (number that match, one
+    message per corrupt result)."""
+    n_ok, bad = 0, []
+    for d in sorted(p for p in Path(cache_dir).iterdir() if (p / SUCCESS).is_file()):
+        stage, _, key = d.name.rpartition("-")
+        try:
+            StageDir(stage, key, d).verify(full=True)
+            n_ok += 1
+        except InputError as e:
+            bad.append(str(e))
+    return n_ok, bad
 
 
 def copy_results(sd: StageDir, out: Path, suffixes: tuple[str, ...] = (".json", ".npz", ".png")) -> Path:
-    """Copy a finished stage's result files with these suffixes to the human-facing folder ``out``
-    (each file atomically); returns ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    for f in sorted(sd.path.iterdir()):
-        if f.is_file() and f.suffix in suffixes:
-            atomic_writer(out / f.name, lambda p, s=f: shutil.copyfile(s, p))
-    return out
+    """Copy a finished stage's result files with these suffixes to the human-facing folder ``out``,
+    published as a whole (:func:`publish_dir`); returns ``out``."""
+    def build(tmp: Path) -> None:
+        for f in sorted(sd.path.iterdir()):
+            if f.is_file() and f.suffix in suffixes and not f.name.startswith("."):
+                shutil.copyfile(f, tmp / f.name)
+
+    return publish_dir(out, build)
 
 
 def file_fingerprint(path: Path) -> str:
     """sha256 of a file's bytes (for user inputs whose content decides a stage's result)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def tree_fingerprint(root: Path, suffixes: tuple[str, ...]) -> str:

@@ -33,7 +33,13 @@ def progress_bar() -> Progress:
 
 def resolve(args: argparse.Namespace) -> ExperimentConfig:
     """Load the config file, apply overrides, and print the resolved config."""
+    from corpus_proximity import paths
+
     cfg = apply_overrides(load_config(args.config), args.overrides)
+    paths.output_dir(cfg.cache_dir, "cache_dir")
+    paths.output_dir(cfg.output_dir, "output_dir")
+    if cfg.embedding.precomputed_path:
+        paths.input_file(cfg.embedding.precomputed_path, "embedding.precomputed_path")
     if not args.quiet:
         console.print(f"[bold]config[/bold] {args.config}" + (f"  overrides: {args.overrides}" if args.overrides else ""))
         console.print_json(json.dumps(to_dict(cfg)))

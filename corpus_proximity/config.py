@@ -204,8 +204,9 @@ class ClusteringConfig:
         _check(0 < self.base_pct < 1, "clustering.base_pct", "must be in (0, 1)")
         _check(0 < self.decay <= 1, "clustering.decay", "must be in (0, 1]")
         _check(self.min_cluster_floor >= 2, "clustering.min_cluster_floor", "must be >= 2")
-        _check(self.hdbscan_min_samples >= 1, "clustering.hdbscan_min_samples",
-               "must be a small integer >= 1 (default 10)")
+        _check(1 <= self.hdbscan_min_samples <= 1000, "clustering.hdbscan_min_samples",
+               "must be a small integer in 1..1000 (default 10)")
+        _check(self.n_samples_per_node >= 0, "clustering.n_samples_per_node", "must be >= 0")
         _check_literals(self, "clustering")
         _check(self.kmeans_kmax >= 2, "clustering.kmeans_kmax", "must be >= 2")
         _check(-1 <= self.silhouette_threshold <= 1, "clustering.silhouette_threshold", "must be in [-1, 1]")
@@ -607,7 +608,9 @@ class ExperimentConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
+        _check(bool(self.name) and "/" not in self.name and "\\" not in self.name and self.name not in (".", "..")
+               and not any(ord(c) < 32 for c in self.name), "name",
+               "must be a plain folder name (not empty, '.' or '..'; no '/', '\\' or control characters)")
 
     @property
     def outputs(self) -> Path:

@@ -19,7 +19,10 @@ def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs) or 0
         except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
+            from corpus_proximity.untrusted import strip_control
+
+            # one line: the message may quote a file's content (control characters dropped)
+            print(f"error: {strip_control(str(e)).replace(chr(10), ' ')}", file=sys.stderr)
             return 2
 
     return wrapper

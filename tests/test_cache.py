@@ -28,8 +28,10 @@ def test_success_marker_written_last(tmp_path):
     sd.finish({"c": 1}, {"up": "k"})
     assert sd.complete and sd.read_meta()["upstream"] == {"up": "k"}
     assert "numpy" in sd.read_meta()["versions"]
-    sd.begin()  # recomputing invalidates first
+    assert sd.begin() is False and sd.complete  # a finished result is reused, not claimed again
+    assert sd.begin(redo=True) is True  # recomputing on purpose invalidates first
     assert not sd.complete
+    assert sd.read_meta()["artifacts"]["a.json"]["size"] == (sd.path / "a.json").stat().st_size
 
 
 def test_atomic_writes_leave_no_temp_files(tmp_path):

@@ -32,7 +32,7 @@ import numpy as np
 
 from corpus_proximity import cli
 from corpus_proximity.analysis.stats import analyze_clusters
-from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, stage_key
+from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, check_artifacts, publish_dir, stage_key
 from corpus_proximity.config import ExperimentConfig, to_dict
 from corpus_proximity.errors import InputError
 from corpus_proximity.naming.stage import names_or_ids
@@ -42,6 +42,7 @@ from corpus_proximity.text.embedders import SentenceTransformerEmbedder, default
 from corpus_proximity.tree import stage as tree_stage
 from corpus_proximity.tree.index import ExactSearch, IVFSearch, NearestChunkSearch, assign_to_clusters
 from corpus_proximity.tree.tree import ClusterTree
+from corpus_proximity.untrusted import term
 
 _TRUE = {"true", "1", "yes", "y", "correct", "t"}
 _FALSE = {"false", "0", "no", "n", "incorrect", "wrong", "f"}
@@ -144,7 +145,16 @@ def tree_for(cfg: ExperimentConfig, tree_dir: Path | None, config_path: str) -> 
     if meta_file is None or not (tree_dir / "tree_arrays.npz").is_file():
         raise InputError(f"--tree {tree_dir}: not a tree folder (needs tree.json, tree_arrays.npz, config.json); "
                          f"give a data/cache/tree-* or data/outputs/<name> folder")
-    meta = json.loads(meta_file.read_text())
+    fix = (f"delete {tree_dir} and rerun" if meta_file.name == "config.json"
+           else f"rerun `python cluster_corpus.py {config_path}` to publish it again")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{meta_file} is corrupt (not JSON): {fix}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_file} is corrupt (not a JSON object): {fix}")
+    check_artifacts(tree_dir, {"artifacts": {k: v for k, v in (meta.get("artifacts") or {}).items()
+                                             if k in ("tree.json", "tree_arrays.npz")}}, fix)
     if meta.get("key") == expected.key:
         return StageDir(expected.stage, expected.key, tree_dir)
     who = f"config '{meta.get('experiment')}'" if meta.get("experiment") else "another config"
@@ -176,19 +186,30 @@ def embed_queries(cfg: ExperimentConfig, texts: list[str]) -> np.ndarray:
     key = stage_key(QUERY_STAGE, QUERY_VERSION, {"model": model_id, "prefix": query_prefix(cfg)},
                     {"texts": h.hexdigest()})
     sd = StageDir.for_key(cfg.cache_dir, QUERY_STAGE, key)
-    if sd.complete:
-        return np.load(sd.file("embeddings.npy"))
+    if sd.complete or not sd.begin():  # begin waits for a concurrent run embedding the same texts
+        sd.tidy("shards")
+        return load_query_embeddings(sd, len(texts))
     embedder = _EMBEDDERS.get(model_id_key := json.dumps(model_id, sort_keys=True))
     if embedder is None:  # one model load per process, however many text fields
         embedder = _EMBEDDERS[model_id_key] = SentenceTransformerEmbedder(cfg.embedding)
     embedder.prefix = query_prefix(cfg)
-    sd.begin()
     shards = embedding.embed_to_shards(texts, embedder, sd.path / "shards", 256, "embedding outputs")
     embedding.join_shards(shards, sd.file("embeddings.npy"), embedder.dim, len(texts))
     sd.finish({"embedding": model_id, "prefix": query_prefix(cfg), "n": len(texts)}, {})
-    for s in shards:
-        s.unlink(missing_ok=True)
-    return np.load(sd.file("embeddings.npy"))
+    sd.tidy("shards")
+    return load_query_embeddings(sd, len(texts))
+
+
+def load_query_embeddings(sd: StageDir, n: int) -> np.ndarray:
+    """The cached query embeddings, or a one-line error naming the file and the fix."""
+    path = sd.file("embeddings.npy")
+    try:
+        emb = np.load(path)
+    except Exception as e:
+        raise InputError(f"{path} is corrupt (unreadable: {type(e).__name__}): {sd.fix}") from None
+    if emb.ndim != 2 or len(emb) != n or emb.dtype != np.float32:
+        raise InputError(f"{path} is corrupt (shape {emb.shape} {emb.dtype}, expected {n} float32 rows): {sd.fix}")
+    return emb
 
 
 def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarray) -> NearestChunkSearch:
@@ -203,7 +224,8 @@ def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarr
     cli.console.print(f"building an IVF index over {len(corpus):,} chunks ({params['nlist']} lists; once, cached "
                       f"in {sd.path})")
     index = IVFSearch.build(corpus, params["nlist"], a.ivf_nprobe, params["seed"])
-    sd.begin()
+    if not sd.begin():  # a concurrent run built it meanwhile
+        return IVFSearch.load(sd.file("index.faiss"), a.ivf_nprobe)
     atomic_writer(sd.file("index.faiss"), index.save)
     sd.finish(params, {"embed": embed_sd.key})
     return index
@@ -292,11 +314,24 @@ def default_out(cfg: ExperimentConfig, results: Path) -> Path:
     return cfg.outputs / "annotations" / results.stem
 
 
+def previous_run(out_dir: Path) -> str | None:
+    """What an earlier run in ``out_dir`` annotated ("N rows of FILE"), None when there is none."""
+    try:
+        a = json.loads((out_dir / "analysis.json").read_text())
+        return f"{a['n_rows']} rows of {a['results']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_outputs(out_dir: Path, df, analysis: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_writer(out_dir / "annotated.csv", lambda p: df.to_csv(p, index=False))
-    atomic_writer(out_dir / "annotated.parquet", lambda p: df.to_parquet(p, index=False))
-    atomic_write_json(out_dir / "analysis.json", analysis)
+    """One run's folder, published as a whole (built beside it, then swapped in): a reader, or a
+    run killed half-way, never leaves the tables of one run beside another's analysis."""
+    def build(tmp: Path) -> None:
+        df.to_csv(tmp / "annotated.csv", index=False)
+        df.to_parquet(tmp / "annotated.parquet", index=False)
+        atomic_write_json(tmp / "analysis.json", analysis)
+
+    publish_dir(out_dir, build)
 
 
 def print_analysis(analysis: dict, console=None) -> None:
@@ -304,9 +339,9 @@ def print_analysis(analysis: dict, console=None) -> None:
 
     console = console or cli.console
     for s in analysis["skipped"]:
-        console.print(f"[yellow]skipped {s['correct_field']}: {s['reason']}[/yellow]")
+        console.print(f"[yellow]skipped {term(s['correct_field'])}: {term(s['reason'])}[/yellow]")
     if analysis.get("note"):
-        console.print(analysis["note"])
+        console.print(term(analysis["note"]))
     if not analysis["analyses"]:
         return
     depths = sorted(analysis["analyses"][0]["depths"])
@@ -325,11 +360,12 @@ def print_analysis(analysis: dict, console=None) -> None:
             cells.append("n/a" if o["p"] is None else f"{o['cramers_v']:.2f} {o['p']:.2g}")
         rate = "n/a" if first["error_rate"] is None else f"{first['error_rate']:.1%}"
         short = e["correct_field"].removesuffix("." + suffix) if len(analysis["analyses"]) > 1 else e["correct_field"]
-        t.add_row(*([] if one_text else [e["text_field"]]), short, str(e["n_graded"]), rate, *cells)
+        t.add_row(*([] if one_text else [term(e["text_field"])]), term(short), str(e["n_graded"]), rate, *cells)
     console.print(t)
     for e in analysis["analyses"]:
         for d in depths:
-            console.print(f"[bold]{e['correct_field']} ({e['text_field']}) {d}[/bold]: {e['depths'][d]['summary']}")
+            console.print(f"[bold]{term(e['correct_field'])} ({term(e['text_field'])}) {d}[/bold]: "
+                          f"{term(e['depths'][d]['summary'])}")
 
 
 HOW_TO = ("to place model outputs in this tree: python annotate_with_clusters.py {config} --results FILE "

@@ -25,6 +25,7 @@ from joblib import Parallel, delayed
 
 from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, copy_results, file_fingerprint, stage_key
+from corpus_proximity.children import watch_children
 from corpus_proximity.config import ExperimentConfig, MergeConfig, semantic_dict, to_dict
 from corpus_proximity.ensemble import compare as ens
 from corpus_proximity.ensemble.merge import MergeHistory, binary_mask, ensemble_array, history_distances, merge_run
@@ -90,6 +91,8 @@ def run_ensemble(mask: np.ndarray, cfg: MergeConfig) -> tuple[MergeHistory, list
     rows = [np.sort(np.random.default_rng(p["draw_seed"]).choice(n, p["n_samples"], replace=False)) for p in plans]
     jobs = [delayed(merge_run)(mask, cfg, ens.derived_seed(cfg.seed, "select", "reference"))]
     jobs += [delayed(merge_run)(mask[r], cfg, p["select_seed"]) for r, p in zip(rows, plans)]
+    if cfg.n_jobs != 1:
+        watch_children()
     out = Parallel(n_jobs=cfg.n_jobs)(jobs) if cfg.n_jobs != 1 else [j[0](*j[1], **j[2]) for j in jobs]
     return out[0], out[1:], plans
 
@@ -132,7 +135,8 @@ def run_merge(cfg: ExperimentConfig, input_path: Path | None, key: str | None, l
     t0 = time.perf_counter()
     ref, runs, plans = run_ensemble(mask, mc)
     seconds = time.perf_counter() - t0
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return sd
     _save_npz(sd.file("merge_history.npz"), groups=ref.groups, pairs=ref.pairs, costs=ref.costs, k_groups=ref.k_groups)
     _save_npz(sd.file("ensemble_merge_array.npz"), **ensemble_array(runs))
     summary = []

@@ -28,6 +28,7 @@ from joblib import Parallel, delayed
 import corpus_proximity
 from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, copy_results, stage_key
+from corpus_proximity.children import ray_started, watch_children
 from corpus_proximity.config import ClusteringConfig, EnsembleConfig, ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.ensemble import compare as ens
 from corpus_proximity.ensemble.registry import Registry, registry_path
@@ -108,8 +109,25 @@ def execute(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], ec: Ensem
             yield _timed_run(X, cc, s)
         return
     # processes: a tree run is numba/UMAP work that holds the GIL; X is memory-mapped to workers
+    watch_children()
     yield from Parallel(n_jobs=ec.n_jobs, prefer="processes", return_as="generator_unordered")(
         delayed(_timed_run)(X, cc, s) for s in specs)
+
+
+def init_ray(address: str | None) -> None:
+    """Start (``address`` None: a local Ray on 127.0.0.1 only, shut down with this process, its
+    processes killed with it) or join a Ray cluster, once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    watch_children()
+    # the package ships to the workers the way Ray supports (a cluster's nodes need not have it)
+    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"py_modules": [corpus_proximity]}, **local)
+    if address is None:
+        ray_started()
 
 
 def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], address: str | None):
@@ -118,10 +136,7 @@ def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], addr
     except ImportError:
         raise InputError("ensemble.engine=ray needs Ray: pip install 'corpus-proximity[ray]' "
                          "(or use the local engine)") from None
-    if not ray.is_initialized():
-        # the package ships to the workers the way Ray supports (a cluster's nodes need not have it)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"py_modules": [corpus_proximity]})
+    init_ray(address)
     task = ray.remote(num_cpus=1)(_timed_run)
     x_ref = ray.put(np.ascontiguousarray(X))
     pending = [task.remote(x_ref, cc, s) for s in specs]
@@ -163,10 +178,10 @@ def run_ensemble(cfg: ExperimentConfig, log=None) -> StageDir:
             registry.finish_run(sd.key, s.index, r.path, None)
     for i, tree, seconds in execute(X, cfg.clustering, todo, ec):
         r = run_dirs[i]
-        r.begin()
-        tree.save(r.path)
-        r.finish({"clustering": to_dict(cfg.clustering), **specs[i].identity()}, {"embed": embed.key},
-                 {"seconds": round(seconds, 2), "n_nodes": len(tree.nodes) - 1, "n_depths": tree.n_depths})
+        if r.begin():  # else a concurrent run of this config saved it meanwhile
+            tree.save(r.path)
+            r.finish({"clustering": to_dict(cfg.clustering), **specs[i].identity()}, {"embed": embed.key},
+                     {"seconds": round(seconds, 2), "n_nodes": len(tree.nodes) - 1, "n_depths": tree.n_depths})
         registry.finish_run(sd.key, i, r.path, seconds)
         log.print(f"  run {i}: seed {specs[i].seed}, {tree.root.size} chunks → {len(tree.nodes) - 1} nodes, "
                   f"{tree.n_depths} depths ({seconds:.0f}s)")
@@ -193,7 +208,8 @@ def write_results(sd: StageDir, cfg: ExperimentConfig, ref: ClusterTree, runs: l
     n_depths = max([ref.n_depths] + [t.n_depths for t in runs])
     dists = ensemble_distances(runs, n_depths)
     stab = ens.node_stability(ref, runs, cfg.ensemble.stability_threshold)
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return
     summary = {}
     for m, d in dists.items():
         def write(p: Path, d=d) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 from corpus_proximity.explore import views as ex_
 from corpus_proximity.explore.data import Exploration
 from corpus_proximity.tree.tree import ROOT
+from corpus_proximity.untrusted import hover, markdown
 
 
 def sidebar(ex: Exploration) -> dict:
@@ -33,15 +34,16 @@ def sidebar(ex: Exploration) -> dict:
 
 def node_view(ex: Exploration, table, nid: str) -> None:
     node, row = ex.tree.nodes[nid], table.set_index("id").loc[nid]
-    st.markdown(f"### {nid} · {row['name']}")
+    # names and descriptions are LLM or corpus text: escaped Markdown, never rendered as Markdown/HTML
+    st.markdown(f"### {nid} · {markdown(row['name'])}")
     path, p = [], node.parent
     while p and p != ROOT:
-        path.append(f"{p} {ex.names[p]}")
+        path.append(f"{p} {markdown(ex.names[p])}")
         p = ex.tree.nodes[p].parent
     if path:
         st.caption("under: " + " → ".join(reversed(path)))
     if row["description"]:
-        st.markdown(f"**Description:** {row['description']}")
+        st.markdown(f"**Description:** {markdown(row['description'])}")
     coh = "–" if np.isnan(row["coherence"]) else f"{row['coherence']:.2f}"
     line = (f"size **{node.size}** · noise **{len(node.noise)}** ({row['noise_share']:.0%}) · coherence **{coh}** · "
             + (f"leaf ({node.leaf_reason})" if node.leaf_reason else f"split by {node.method} into {len(node.children)}"))
@@ -49,7 +51,8 @@ def node_view(ex: Exploration, table, nid: str) -> None:
         line += f" · model outputs **{row['n_outputs']}**, wrong **{row['errors']}** ({row['error_rate']:.0%})"
     st.markdown(line)
     if node.children:
-        st.markdown("**Children:** " + " · ".join(f"`{c}` {ex.names[c]} ({ex.tree.nodes[c].size})" for c in node.children))
+        st.markdown("**Children:** " + " · ".join(f"`{c}` {markdown(ex.names[c])} ({ex.tree.nodes[c].size})"
+                                             for c in node.children))
     st.markdown("**Samples** (nearest the centroid)")
     for i in node.sample_indices[:5]:
         st.text(ex_.clip(ex.texts[i], 500))
@@ -71,11 +74,11 @@ def error_views(ex: Exploration, opts: dict) -> None:
     st.subheader("Which clusters hold most errors?")
     res = ann.stats(tf, cf, depth)
     if res:
-        st.markdown(f"**{res['summary']}**")
+        st.markdown(f"**{markdown(res['summary'])}**")
         for w in res.get("warnings", []):
-            st.caption(w)
+            st.caption(markdown(w))
     errs = ex_.errors_by_cluster(ann, tf, cf, depth, ex.names)
-    fig = px.bar(errs.head(25), x="errors", y=errs.head(25)["cluster"] + " " + errs.head(25)["name"],
+    fig = px.bar(errs.head(25), x="errors", y=errs.head(25)["cluster"] + " " + errs.head(25)["name"].map(hover),
                  color="error_rate", color_continuous_scale="Reds", orientation="h", labels={"y": "cluster"})
     fig.update_layout(yaxis=dict(autorange="reversed"), height=420, margin=dict(t=10, b=10))
     st.plotly_chart(fig, key="err_bar")

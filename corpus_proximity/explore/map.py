@@ -74,7 +74,8 @@ def run_map(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     log.print(f"map2d: UMAP of {len(emb)} × {emb.shape[1]} to 2-D{note} → {sd.path}")
     t0 = time.perf_counter()
     coords, fitted = fit_map(emb, v.map_max_points, v.umap_n_neighbors, v.umap_min_dist, v.seed)
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return sd
     atomic_save_npy(sd.file("coords.npy"), coords)
     atomic_save_npy(sd.file("fitted.npy"), fitted.astype(np.int64))
     sd.finish({"visualization": {k: getattr(v, k) for k in MAP_FIELDS}}, {"embed": embed.key},

@@ -8,7 +8,6 @@ functions plain arrays and tables, so tests call them directly.
 
 from __future__ import annotations
 
-import html
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from plotly.colors import qualitative, sample_colorscale
 from scipy import stats
 
 from corpus_proximity.tree.tree import ROOT, ClusterTree
+from corpus_proximity.untrusted import hover
 
 NOISE = "-1"
 NOISE_COLOUR = "#b8b8b8"
@@ -199,7 +199,7 @@ def clip(text: str, chars: int) -> str:
 
 
 def _wrap(text: str, width: int = 90) -> str:
-    return "<br>".join(html.escape(line) for line in textwrap.wrap(text, width)) or "&nbsp;"
+    return "<br>".join(hover(line) for line in textwrap.wrap(text, width)) or "&nbsp;"
 
 
 def node_colours(table: pd.DataFrame, colour_by: str) -> list[str]:
@@ -234,7 +234,7 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
     colour_keys = colour_options(table)
     hover = []
     for r in table.itertuples():
-        lines = [f"<b>{html.escape(r.id)}  {html.escape(r.name)}</b>" if r.id != ROOT else "<b>corpus</b>",
+        lines = [f"<b>{hover(r.id)}  {hover(r.name)}</b>" if r.id != ROOT else "<b>corpus</b>",
                  f"n = {r.size}" + (f" · noise {r.noise} ({r.noise_share:.0%})" if r.noise else "")
                  + ("" if np.isnan(r.coherence) else f" · coherence {r.coherence:.2f}")
                  + ("" if not np.isfinite(getattr(r, "stability", np.nan)) else f" · stability {r.stability:.2f}")]
@@ -242,7 +242,7 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
             lines.append(f"model outputs here: {r.n_outputs}, wrong {r.errors} ({r.error_rate:.0%})")
         lines += ["— " + _wrap(s) for s in samples.get(r.id, [])]
         hover.append("<br>".join(lines))
-    trace = dict(type=kind, ids=table["id"].tolist(), labels=table["name"].tolist(),
+    trace = dict(type=kind, ids=table["id"].tolist(), labels=[hover(n) for n in table["name"]],
                  parents=[p if i != ROOT else "" for i, p in zip(table["id"], table["parent"])],
                  values=table["size"].tolist(), branchvalues="total", hovertext=hover, hoverinfo="text",
                  texttemplate="%{label}<br>n=%{value}", marker=dict(colors=node_colours(table, colour_by)),
@@ -278,12 +278,12 @@ def map_figure(coords: np.ndarray, shown: np.ndarray, top_labels: np.ndarray, na
         rows = shown[labels == g] if g != NOISE else shown[(labels == NOISE) | (labels == "")]
         if not len(rows):
             continue
-        name = f"{g} {names.get(g, '')}".strip() if g != NOISE else "noise (no top-level cluster)"
+        name = hover(f"{g} {names.get(g, '')}".strip()) if g != NOISE else "noise (no top-level cluster)"
         fig.add_trace(Scatter(
             x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=name,
             marker=dict(size=5, color=NOISE_COLOUR if g == NOISE else palette[k % len(palette)],
                         opacity=0.5 if g == NOISE else 0.8),
-            hovertext=[f"<b>{html.escape(name)}</b><br>{_wrap(clip(texts[i], preview_chars), 70)}" for i in rows],
+            hovertext=[f"<b>{name}</b><br>{_wrap(clip(texts[i], preview_chars), 70)}" for i in rows],
             hoverinfo="text"))
     if outputs is not None and len(outputs):
         c = outputs["correct"]

@@ -11,17 +11,18 @@ from rich.table import Table
 from corpus_proximity.errors import InputError
 from corpus_proximity.naming.base import NodeName, clip, node_seed
 from corpus_proximity.tree.tree import ROOT, ClusterTree
+from corpus_proximity.untrusted import term
 
 
 def display_names(names: dict[str, NodeName]) -> dict[str, str]:
     out = {}
     for nid, r in names.items():
         if r.name:
-            out[nid] = r.name + (f" [dim]({r.coherence}/10)[/dim]" if r.coherence is not None else "")
+            out[nid] = term(r.name) + (f" [dim]({r.coherence}/10)[/dim]" if r.coherence is not None else "")
             if r.warnings:
                 out[nid] += " [yellow]⚠[/yellow]"
         else:
-            out[nid] = f"[red]unnamed: {clip(r.name_error or '?', 70)}[/red]"
+            out[nid] = f"[red]unnamed: {term(clip(r.name_error or '?', 70))}[/red]"
     return out
 
 
@@ -33,7 +34,7 @@ def list_table(tree: ClusterTree, names: dict[str, NodeName]) -> Table:
     for nid in [n for n in tree.nodes if n != ROOT]:
         node, r = tree.nodes[nid], names.get(nid)
         name = display_names({nid: r})[nid] if r else ""
-        extra = (r.summary or ", ".join(r.keywords[:6])) if r else ""
+        extra = term(r.summary or ", ".join(r.keywords[:6])) if r else ""
         t.add_row(nid, name, str(node.size), str(len(node.noise)) if len(node.noise) else "",
                   "" if node.coherence is None else f"{node.coherence:.2f}",
                   "" if not r or r.coherence is None else str(r.coherence), extra)
@@ -63,7 +64,7 @@ def print_inspect(tree: ClusterTree, names: dict[str, NodeName], texts: list[str
     path = []
     p = node.parent
     while p and p != ROOT:
-        path.append(f"{p} {names[p].name if p in names and names[p].name else ''}".strip())
+        path.append(f"{p} {term(names[p].name) if p in names and names[p].name else ''}".strip())
         p = tree.nodes[p].parent
     log.print(f"[bold]{node_id}[/bold]  {display_names({node_id: r})[node_id] if r else ''}")
     if path:
@@ -75,10 +76,10 @@ def print_inspect(tree: ClusterTree, names: dict[str, NodeName], texts: list[str
         for label, val in (("summary", r.summary), ("category", r.category), ("keywords", ", ".join(r.keywords)),
                            ("error", r.name_error), ("warnings", "; ".join(r.warnings))):
             if val:
-                log.print(f"  {label}: {val}")
+                log.print(f"  {label}: {term(val)}")
     log.print(f"\n{min(n, node.size)} random member(s) (seed {seed}):")
     for i in random_members(node.members, n, seed, node_id):
-        log.print(f"  [dim]#{i}[/dim] {clip(texts[i], 400)}")
+        log.print(f"  [dim]#{i}[/dim] {term(clip(texts[i], 400))}")
 
 
 def print_noise(tree: ClusterTree, names: dict[str, NodeName], texts: list[str], n: int, seed: int, log,
@@ -88,8 +89,8 @@ def print_noise(tree: ClusterTree, names: dict[str, NodeName], texts: list[str],
         log.print("no node has noise points")
     for nid in ids:
         node = tree.nodes[nid]
-        title = "corpus (root)" if nid == ROOT else f"{nid} {names[nid].name if nid in names and names[nid].name else ''}"
+        title = "corpus (root)" if nid == ROOT else f"{nid} {term(names[nid].name) if nid in names and names[nid].name else ''}"
         log.print(f"[bold]{title}[/bold]: {len(node.noise)} noise point(s) of {node.size} "
                   f"({len(node.noise) / max(node.size, 1):.0%}) — left unassigned when it was split")
         for i in random_members(node.noise, n, seed, f"noise:{nid}"):
-            log.print(f"  [dim]#{i}[/dim] {clip(texts[i], 300)}")
+            log.print(f"  [dim]#{i}[/dim] {term(clip(texts[i], 300))}")

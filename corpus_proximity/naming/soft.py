@@ -158,7 +158,7 @@ def run_naming(cfg: ExperimentConfig, log=cli.console, connect=None) -> tuple[St
     else:
         names, stats = offline_names(clusters, nc), {}
     n_failed = sum(1 for n in names.values() if n.name is None)
-    sd.begin()
+    sd.begin(redo=True)  # a retry rewrites a finished result; a concurrent run writes the same names
     atomic_write_json(sd.file("names.json"), {
         "namer": nc.namer, "model": nc.llm.model if nc.namer == "llm" else None, "softclust": soft_sd.key,
         "n_clusters": len(names), "n_failed": n_failed, "stats": stats,

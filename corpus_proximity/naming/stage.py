@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 
 from corpus_proximity import cli
-from corpus_proximity.cache import StageDir, atomic_write_json, stage_key
+from corpus_proximity.cache import StageDir, atomic_write_json, stage_key, writable
 from corpus_proximity.config import ExperimentConfig, NamingConfig, flat_dict, to_dict
 from corpus_proximity.errors import InputError
 from corpus_proximity.llm.caller import CALL_CACHE
@@ -114,7 +114,7 @@ def run_naming(cfg: ExperimentConfig, log=cli.console, connect: Callable[[], str
 
 
 def write_names(sd: StageDir, cfg: ExperimentConfig, tree_sd: StageDir, result: NamingResult, seconds: float) -> None:
-    sd.begin()
+    sd.begin(redo=True)  # a retry rewrites a finished result; a concurrent run writes the same names
     nodes = [r.to_json() for r in result.names.values()]
     atomic_write_json(sd.file("names.json"), {
         "format": NAMES_FORMAT, "namer": cfg.naming.namer, "model": cfg.naming.llm.model if cfg.naming.namer == "llm" else None,
@@ -144,8 +144,22 @@ def load_names(cfg: ExperimentConfig, compute_offline: bool = True) -> dict[str,
         if cfg.naming.namer == "llm" or not compute_offline:
             raise InputError(f"no {cfg.naming.namer} names for this config yet; run "
                              f"`python name_clusters.py CONFIG --name` first")
-        run_naming(cfg, log=Console(quiet=True))
+        return {nid: r.name for nid, r in offline_names(cfg, tree_sd).items() if r.name}
     return {nid: r.name for nid, r in read_names(sd).items() if r.name}
+
+
+def offline_names(cfg: ExperimentConfig, tree_sd: StageDir, log=None) -> dict[str, NodeName]:
+    """The offline (or id) names of the tree for a stage that only reads: computed now (seconds) and
+    saved in the cache when it is writable; on a read-only cache they are kept in memory, and the
+    console says so (a reading stage never fails for want of a place to write)."""
+    sd = stage_dir(cfg, tree_sd)
+    if writable(sd.path):
+        run_naming(cfg, log=log or Console(quiet=True))
+        return read_names(sd)
+    tree, texts, emb = load_inputs(cfg, tree_sd)
+    cli.console.print(f"[yellow]names: {sd.path.parent} is not writable; offline names computed in memory, "
+                      f"not cached[/yellow]")
+    return make_namer(cfg).name_tree(tree, texts, emb).names
 
 
 def names_or_ids(cfg: ExperimentConfig, compute_offline: bool = True) -> dict[str, str]:

@@ -108,7 +108,8 @@ def run_extraction(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     enc = HiddenStates(model_name(cfg), a.layer, a.max_seq_length, a.device)
     log.print(f"activations: {len(texts)} chunks × {a.max_seq_length} tokens, layer {a.layer} of "
               f"{model_name(cfg)} → {sd.path}")
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return sd
     whitening = None
     if a.whiten:
         wpath = sd.file("whitening.npz")

@@ -37,7 +37,8 @@ def run_soft_clustering(cfg: ExperimentConfig, resume: bool = False, fresh: bool
     elif ckpt.is_file() and not resume:
         raise InputError(f"{ckpt}: an interrupted run left a checkpoint; pass --resume to continue it "
                          f"or --fresh to start over")
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return sd
     meta = acts.read_meta()
     ignore = meta.get("special_token_ids", []) if cfg.soft_cluster.skip_special_tokens else []
     log.print(f"soft clusters: k={cfg.soft_cluster.n_clusters} on {meta['n_files']} chunk files "

@@ -183,7 +183,8 @@ def run_chunking(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     if not rows:
         raise InputError(f"corpus: chunking left no chunk of at least chunking.min_chunk_chars="
                          f"{cfg.chunking.min_chunk_chars} characters; lower it or use longer texts")
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it while we chunked
+        return sd
     table = pa.Table.from_pylist(rows)
     atomic_writer(sd.file("chunks.parquet"), lambda p: pq.write_table(table, p))
     sd.finish({"corpus": to_dict(cfg.corpus), "chunking": to_dict(cfg.chunking),

@@ -9,15 +9,25 @@ shard. The shards are joined into ``embeddings.npy`` at the end and ``_SUCCESS``
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from corpus_proximity import cli
-from corpus_proximity.cache import StageDir, atomic_save_npy, file_fingerprint, stage_key
+from corpus_proximity.cache import (
+    StageDir,
+    atomic_save_npy,
+    check_free_space,
+    file_fingerprint,
+    stage_key,
+    temp_name,
+    writing,
+)
 from corpus_proximity.config import ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.errors import InputError
+from corpus_proximity.paths import input_file
 from corpus_proximity.text import chunking
 from corpus_proximity.text.embedders import default_prefixes, make_embedder, resolve_model_dir
 
@@ -30,7 +40,8 @@ def model_identity(cfg: ExperimentConfig) -> dict:
     and the document prefix; part of the embed key, and of the query cache's."""
     sem = semantic_dict(cfg.embedding)
     if cfg.embedding.precomputed_path:
-        return {"precomputed_sha256": file_fingerprint(Path(cfg.embedding.precomputed_path).expanduser())}
+        return {"precomputed_sha256": file_fingerprint(input_file(cfg.embedding.precomputed_path,
+                                                                   "embedding.precomputed_path"))}
     sem.pop("precomputed_path")
     model_dir = resolve_model_dir(cfg.embedding.model)
     if sem["document_prefix"] is None:
@@ -87,37 +98,45 @@ def _check_finite(vecs: np.ndarray, where: str) -> None:
 
 
 def join_shards(paths: list[Path], out: Path, dim: int, n: int) -> None:
-    """Concatenate shards into one .npy without holding them all in memory."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-    pos = 0
-    for p in paths:
-        block = np.load(p, mmap_mode="r")
-        arr[pos:pos + len(block)] = block
-        pos += len(block)
-    arr.flush()
-    del arr
-    tmp.replace(out)
+    """Concatenate shards into one .npy without holding them all in memory. The file's blocks are
+    allocated before the memmap is written (a write into a memmap on a full disk is a SIGBUS, not an
+    error), under a temp name of this process, renamed into place when complete."""
+    nbytes = n * dim * 4 + 128
+    check_free_space(out.parent, nbytes, str(out))
+    tmp = temp_name(out)
+    try:
+        with writing(out):
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+            with open(tmp, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+            pos = 0
+            for p in paths:
+                block = np.load(p, mmap_mode="r")
+                arr[pos:pos + len(block)] = block
+                pos += len(block)
+            arr.flush()
+            del arr
+            tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_embedding(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     """Produce (or reuse) ``embeddings.npy`` aligned with ``chunks.parquet``."""
     chunks = chunking.run_chunking(cfg, log)
     sd = stage_dir(cfg, chunks)
-    if sd.complete:
+    if sd.complete or not sd.begin():  # begin waits for a concurrent run of this config
         log.print(f"[green]embed: cache hit[/green] {sd.path}")
+        sd.tidy("shards")  # a run killed after _SUCCESS left its shards
         return sd
     texts = chunking.read_chunks(chunks, ["text"]).column("text").to_pylist()
     log.print(f"embed: {len(texts)} chunks with {cfg.embedding.precomputed_path or cfg.embedding.model} → {sd.path}")
     embedder = make_embedder(cfg.embedding, len(texts))
-    sd.begin()
     paths = embed_to_shards(texts, embedder, sd.file("shards"), cfg.embedding.shard_size)
     join_shards(paths, sd.file("embeddings.npy"), embedder.dim, len(texts))
     sd.finish({"embedding": to_dict(cfg.embedding)}, {"chunks": chunks.key},
               {"n": len(texts), "dim": embedder.dim, "model": cfg.embedding.model})
-    for p in paths:
-        p.unlink(missing_ok=True)
-    sd.file("shards").rmdir()
+    sd.tidy("shards")
     return sd
 
 

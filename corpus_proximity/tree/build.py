@@ -17,6 +17,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from rich.progress import Progress
 
+from corpus_proximity.children import watch_children
 from corpus_proximity.config import ClusteringConfig, semantic_dict
 from corpus_proximity.errors import InputError
 from corpus_proximity.tree.clusterers import IdentityReducer, make_clusterer, make_reducer
@@ -146,6 +147,9 @@ def _validate(embeddings: np.ndarray, cfg: ClusteringConfig) -> None:
     if len(embeddings) < need:
         raise InputError(f"corpus: {len(embeddings)} chunk(s), but splitting the root needs at least {need} "
                          f"(2 × min_cluster_size); add documents or lower clustering.min_cluster_floor/floor_base")
+    if cfg.hdbscan_min_samples > len(embeddings):
+        raise InputError(f"config field clustering.hdbscan_min_samples: {cfg.hdbscan_min_samples} is more than the "
+                         f"corpus' {len(embeddings)} chunks; use a small value (the seed uses 10)")
     if float((embeddings.max(axis=0) - embeddings.min(axis=0)).max()) < 1e-5:
         raise InputError("corpus: all texts embed to the same vector (identical texts?); nothing to cluster")
 
@@ -164,6 +168,8 @@ def recursive_cluster(embeddings: np.ndarray, cfg: ClusteringConfig, progress: P
     nodes = {ROOT: root}
     task = progress.add_task("clustering", total=1) if progress else None
     frontier = [root]
+    if cfg.n_jobs != 1:
+        watch_children()  # loky keeps idle workers for minutes: they end with this process
     with Parallel(n_jobs=cfg.n_jobs, prefer="processes") as parallel:
         while frontier:
             args = ((np.asarray(X[nd.members]), nd.depth + 1, cfg, node_seed(cfg.seed, nd.id), nd is root)

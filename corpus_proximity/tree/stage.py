@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from corpus_proximity import cli
-from corpus_proximity.cache import StageDir, atomic_writer, stage_key
+from corpus_proximity.cache import StageDir, mkdir, stage_key, staging_dir
 from corpus_proximity.config import ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.text import chunking, embedding
 from corpus_proximity.tree.build import recursive_cluster
@@ -41,7 +42,8 @@ def run_clustering(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
                   TimeElapsedColumn(), console=log) as progress:
         tree = recursive_cluster(emb, cfg.clustering, progress)
-    sd.begin()
+    if not sd.begin():  # a concurrent run of this config finished it meanwhile
+        return sd
     tree.save(sd.path, chunk_ids)
     sd.finish({"clustering": to_dict(cfg.clustering)}, {"embed": embed.key, "chunks": chunks_sd.key},
               {"seconds": round(time.perf_counter() - t0, 2), "n_nodes": len(tree.nodes) - 1,
@@ -51,14 +53,27 @@ def run_clustering(cfg: ExperimentConfig, log=cli.console) -> StageDir:
 
 def publish(cfg: ExperimentConfig, sd: StageDir, labels_path: Path | None) -> tuple[ClusterTree, Path]:
     """Copy the tree (tree.json, its arrays, its config as tree_config.json) to the experiment's
-    output folder and write labels.csv."""
+    output folder and write labels.csv.
+
+    The folder also holds other stages' outputs, so it cannot be swapped whole: every file is
+    first written complete into a private folder, then ``tree_config.json`` is removed, the others
+    renamed in and ``tree_config.json`` (with the checksums of tree.json and its arrays) renamed in
+    last. A publish killed half-way leaves a folder that readers refuse with a one-line error (no
+    tree_config.json, or checksums that differ) and that the next publish completes."""
     tree = ClusterTree.load(sd.path)
-    out = cfg.outputs
-    out.mkdir(parents=True, exist_ok=True)
-    for src, dst in (("tree.json", "tree.json"), ("tree_arrays.npz", "tree_arrays.npz"),
-                     ("config.json", "tree_config.json")):
-        atomic_writer(out / dst, lambda p, s=src: shutil.copyfile(sd.file(s), p))
+    out = mkdir(cfg.outputs)
     table = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "doc_id"])
-    labels_path = labels_path or out / "labels.csv"
-    tree.export_labels(labels_path, table.column("chunk_id").to_pylist(), table.column("doc_id").to_pylist())
-    return tree, labels_path
+    chunk_ids, doc_ids = table.column("chunk_id").to_pylist(), table.column("doc_id").to_pylist()
+    if labels_path is not None:
+        tree.export_labels(labels_path, chunk_ids, doc_ids)
+
+    with staging_dir(out / ".tree-publish") as tmp:
+        for src, dst in (("tree.json", "tree.json"), ("tree_arrays.npz", "tree_arrays.npz"),
+                         ("config.json", "tree_config.json")):
+            shutil.copyfile(sd.file(src), tmp / dst)
+        if labels_path is None:
+            tree.export_labels(tmp / "labels.csv", chunk_ids, doc_ids)
+        (out / "tree_config.json").unlink(missing_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "tree_config.json"):
+            os.replace(f, out / f.name)
+    return tree, labels_path or out / "labels.csv"

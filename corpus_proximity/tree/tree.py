@@ -155,7 +155,8 @@ class ClusterTree:
 def render(tree: ClusterTree, names: dict[str, str] | None = None, max_children: int = 30,
            stability: dict[str, float] | None = None, stability_threshold: float = 0.6) -> Tree:
     """A rich tree: id, name (if any), size, coherence, stability (from an ensemble, if given;
-    below ``stability_threshold`` marked UNSTABLE), noise, leaf reason."""
+    below ``stability_threshold`` marked UNSTABLE), noise, leaf reason. ``names`` are Rich markup:
+    untrusted text in them must already be escaped (:func:`corpus_proximity.untrusted.term`)."""
 
     def label(n: Node) -> str:
         parts = [f"[bold]{n.id}[/bold]"]
