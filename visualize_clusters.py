@@ -11,6 +11,7 @@ The map is its own cached stage (:mod:`corpus_proximity.explore.map`); the repor
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,9 +29,8 @@ def dashboard_command(args) -> str:
         exe_s = os.path.relpath(exe) if exe.is_file() and not os.path.relpath(exe).startswith("..") else "streamlit"
     except ValueError:
         exe_s = "streamlit"
-    extra = "".join(f" --set {o}" for o in args.overrides)
-    ann = f" --annotations {args.annotations}" if args.annotations else ""
-    return f"{exe_s} run dashboard.py -- {args.config}{extra}{ann}"
+    ann = f" --annotations {shlex.quote(str(args.annotations))}" if args.annotations else ""
+    return f"{exe_s} run dashboard.py -- {cli.config_arg(args)}{ann}"
 
 
 @cli_errors
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree-kind", choices=TREE_KINDS, default="sunburst", help="initial tree layout")
     args = p.parse_args(argv)
     cfg = cli.resolve(args)
-    ex = load_exploration(cfg, args.annotations, args.field, args.correct_field, args.config)
+    ex = load_exploration(cfg, args.annotations, args.field, args.correct_field, cli.config_arg(args))
     for note in ex.notes:
         cli.console.print(f"[yellow]note: {note}[/yellow]")
     out = args.out or cfg.outputs / "report.html"
