@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results or (Path(cfg.annotation.results_path) if cfg.annotation.results_path else None)
     if results is None:
         if args.if_configured:
-            cli.console.print(HOW_TO.format(config=args.config))
+            cli.console.print(HOW_TO.format(config=cli.config_arg(args)))
             return 0
-        raise InputError("--results is required (or set annotation.results_path); " + HOW_TO.format(config=args.config))
+        raise InputError("--results is required (or set annotation.results_path); "
+                         + HOW_TO.format(config=cli.config_arg(args)))
     input_file(results, "--results" if args.results else "annotation.results_path")
-    tree_sd = tree_for(cfg, args.tree, args.config)
+    tree_sd = tree_for(cfg, args.tree, cli.config_arg(args))
     rows = load_results(results)[: args.limit]
     df, analysis = annotate(cfg, rows, results, args.text_field or list(cfg.annotation.text_fields),
                             args.correct_field or list(cfg.annotation.correct_fields), tree_sd)

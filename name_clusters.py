@@ -18,6 +18,7 @@ from corpus_proximity.errors import InputError, cli_errors
 from corpus_proximity.naming.inspect import display_names, list_table, print_inspect, print_noise
 from corpus_proximity.naming.stage import (
     apply_local_llm,
+    chunk_ids,
     load_inputs,
     local_llm_connect,
     offline_names,
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--samples {args.samples}: must be >= 0")
     if args.local_llm:
         cfg = apply_local_llm(cfg, log, quiet=args.quiet)
-    tree_sd = tree_stage(cfg, args.config)
+    tree_sd = tree_stage(cfg, cli.config_arg(args))
     sd = stage_dir(cfg, tree_sd)
     status = 0
     if args.name:
@@ -59,18 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     else:  # offline names on first look; in memory only where the cache is read-only
         names = offline_names(cfg, tree_sd, log) if cfg.naming.namer != "llm" else {}
     if not names and cfg.naming.namer == "llm":
-        log.print(f"[yellow]no LLM names for this config yet: run `python name_clusters.py {args.config} --name"
+        log.print(f"[yellow]no LLM names for this config yet: run `python name_clusters.py {cli.config_arg(args)} --name"
                   f"{' --local-llm' if args.local_llm else ''}`[/yellow]")
     tree = ClusterTree.load(tree_sd.path)
-    texts = None
+    texts = ids = None
     if args.inspect or args.show_noise:
-        texts = load_inputs(cfg, tree_sd)[1]
+        texts, ids = load_inputs(cfg, tree_sd)[1], chunk_ids(cfg, tree_sd)
     if args.list:
         log.print(list_table(tree, names))
     if args.inspect:
-        print_inspect(tree, names, texts, args.inspect, args.samples, cfg.naming.seed, log)
+        print_inspect(tree, names, texts, args.inspect, args.samples, cfg.naming.seed, log, ids)
     if args.show_noise:
-        print_noise(tree, names, texts, args.samples, cfg.naming.seed, log, only=args.inspect)
+        print_noise(tree, names, texts, args.samples, cfg.naming.seed, log, only=args.inspect, member_ids=ids)
     if args.tree or args.name or not (args.list or args.inspect or args.show_noise):
         stab = latest_stability(cfg.cache_dir, tree_sd.key)  # from cluster_ensemble.py, when one was run
         log.print(render(tree, display_names(names), stability=stab.mean if stab else None,
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _name(cfg: ExperimentConfig, args, log) -> int:
     with local_llm_connect(cfg, log, enabled=args.local_llm) as connect:
-        sd, result = run_naming(cfg, log, connect, args.config)
+        sd, result = run_naming(cfg, log, connect, cli.config_arg(args))
     if result is None:
         return 0
     named = len(result.names) - result.n_failed

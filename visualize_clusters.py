@@ -11,6 +11,7 @@ The map is its own cached stage (:mod:`corpus_proximity.explore.map`); the repor
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,11 +30,10 @@ def dashboard_command(args) -> str:
         exe_s = os.path.relpath(exe) if exe.is_file() and not os.path.relpath(exe).startswith("..") else "streamlit"
     except ValueError:
         exe_s = "streamlit"
-    extra = "".join(f" --set {o}" for o in args.overrides)
-    ann = f" --annotations {args.annotations}" if args.annotations else ""
+    ann = f" --annotations {shlex.quote(str(args.annotations))}" if args.annotations else ""
     # 127.0.0.1 as in .streamlit/config.toml: the dashboard shows corpus text; open it to the network on
     # purpose with --server.address 0.0.0.0
-    return f"{exe_s} run dashboard.py --server.address 127.0.0.1 -- {args.config}{extra}{ann}"
+    return f"{exe_s} run dashboard.py --server.address 127.0.0.1 -- {cli.config_arg(args)}{ann}"
 
 
 @cli_errors
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotations is not None:
         input_dir(args.annotations, "--annotations")
     cfg = cli.resolve(args)
-    ex = load_exploration(cfg, args.annotations, args.field, args.correct_field, args.config)
+    ex = load_exploration(cfg, args.annotations, args.field, args.correct_field, cli.config_arg(args))
     for note in ex.notes:
         cli.console.print(f"[yellow]note: {note}[/yellow]")
     out = args.out or cfg.outputs / "report.html"

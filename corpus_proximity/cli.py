@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -21,6 +22,12 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="override a config field, typed (repeatable), e.g. --set clustering.max_depth=4")
     p.add_argument("--quiet", action="store_true", help="do not print the resolved config")
     return p
+
+
+def config_arg(args: argparse.Namespace) -> str:
+    """The config and the user's ``--set`` overrides, shell-quoted: what printed hints repeat, so a
+    copied command runs on the same corpus and settings (not the config file's defaults)."""
+    return shlex.join([args.config] + [a for o in args.overrides for a in ("--set", o)])
 
 
 def progress_bar() -> Progress:

@@ -63,6 +63,9 @@ class CorpusConfig:
     """Embedded default: docstrings kept per stdlib package (None = all)."""
     default_stdlib_min_chars: int = 200
     """Embedded default: docstrings shorter than this are skipped (they say little)."""
+    default_maths_per_category: int | None = None
+    """Embedded default: maths problems with their worked solutions per category (CHAMP, from the
+    MIT-licensed champ-dataset package: 270 competition problems in 5 categories; None = all, 0 = none)."""
     seed: int = 0
     """Seed for the document sample."""
 
@@ -72,6 +75,8 @@ class CorpusConfig:
         _check(self.min_chars >= 1, "corpus.min_chars", "must be >= 1")
         _check(self.default_bbc_per_topic is None or self.default_bbc_per_topic >= 0,
                "corpus.default_bbc_per_topic", "must be >= 0 or None")
+        _check(self.default_maths_per_category is None or self.default_maths_per_category >= 0,
+               "corpus.default_maths_per_category", "must be >= 0 or None")
         _check(self.default_stdlib_per_package is None or self.default_stdlib_per_package >= 0,
                "corpus.default_stdlib_per_package", "must be >= 0 or None")
 
@@ -359,6 +364,21 @@ class AnnotationConfig:
     ivf_nprobe: int = 16
     """Lists searched per query (higher = better recall, slower); bench/bench_annotate.py reports
     recall@1 against exact search."""
+    placement: str = "knn"
+    """How an output's cluster path is chosen: "knn" = a similarity-weighted vote of its knn_k
+    nearest corpus chunks' paths, depth by depth (the path is one its nearest chunks share);
+    "centroid" = greedy nearest-child-centroid descent (prefers tight clusters for far outputs)."""
+    knn_k: int = 15
+    """Nearest chunks that vote on an output's path (placement = "knn")."""
+    outside_percentile: float = 1.0
+    """An output whose nearest-chunk similarity is below this percentile of the corpus's own
+    leave-one-document-out nearest-chunk similarities is flagged outside the corpus and kept out
+    of the per-cluster error tests (its own row)."""
+    calibration_sample: int = 5000
+    """Corpus chunks (seeded sample) whose leave-one-document-out nearest-chunk similarity makes
+    the outside calibration."""
+    seed: int = 0
+    """Seed of the calibration sample."""
     alpha: float = 0.05
     """Significance level of the error-concentration tests (after Benjamini–Hochberg)."""
     min_n: int = 10
@@ -372,6 +392,10 @@ class AnnotationConfig:
         _check(self.exact_search_max_chunks >= 0, "annotation.exact_search_max_chunks", "must be >= 0")
         _check(self.ivf_nlist >= 0, "annotation.ivf_nlist", "must be >= 0 (0 = automatic)")
         _check(self.ivf_nprobe >= 1, "annotation.ivf_nprobe", "must be >= 1")
+        _check(self.placement in ("knn", "centroid"), "annotation.placement", 'must be "knn" or "centroid"')
+        _check(self.knn_k >= 1, "annotation.knn_k", "must be >= 1")
+        _check(0.0 <= self.outside_percentile < 100.0, "annotation.outside_percentile", "must be in [0, 100)")
+        _check(self.calibration_sample >= 10, "annotation.calibration_sample", "must be >= 10")
         _check(0.0 < self.alpha < 1.0, "annotation.alpha", "must be in (0, 1)")
         _check(self.min_n >= 1, "annotation.min_n", "must be >= 1")
         _check(self.batch_size >= 1, "annotation.batch_size", "must be >= 1")

@@ -30,7 +30,7 @@ def small_default_cfg(tmp_path) -> ExperimentConfig:
         output_dir=str(tmp_path / "outputs"),
         corpus=CorpusConfig(default_bbc_per_topic=16,
                             default_stdlib_packages=("email", "tkinter", "asyncio"),
-                            default_stdlib_per_package=20),
+                            default_stdlib_per_package=20, default_maths_per_category=0),
         clustering=ClusteringConfig(max_depth=2, umap_n_components=10, min_cluster_floor=8, floor_base=16,
                                     silhouette_threshold=0.5),
     )

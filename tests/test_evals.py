@@ -79,3 +79,35 @@ def test_shared_gsm8k_test_split_parses():
     samples = load_gsm8k(p, "test")
     assert len(samples) == 1319
     assert all(s.grade(s.answer)[0] for s in samples)  # every reference solution grades as correct
+
+
+def _shared_solutions():
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
+    if not p.is_file():
+        pytest.skip("../shared/data/gsm8k/example_model_solutions.jsonl is not beside this checkout")
+    import json
+
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def test_grader_agrees_with_the_published_grades_of_real_model_answers():
+    rows = _shared_solutions()
+    models = [k for k, v in rows[0].items() if isinstance(v, dict) and "is_correct" in v]
+    agree = [GSM8KSample(str(i), r["question"], r["ground_truth"]).grade(r[m]["solution"])[0] == r[m]["is_correct"]
+             for i, r in enumerate(rows) for m in models]
+    assert len(agree) == 4 * 1319 and sum(agree) / len(agree) >= 0.999
+
+
+def test_the_last_anchor_is_the_answer_and_latex_goes_through_math_verify():
+    r = _shared_solutions()[0]  # Janet's ducks: 18
+    s = GSM8KSample("0", r["question"], r["ground_truth"])
+    wrong_first = r["6b_finetuning"]["solution"].replace("A: 26", "#### 26")  # a real wrong answer, then a fix
+    assert s.grade(wrong_first)[0] is False
+    assert s.grade(wrong_first + "\nWait, she also bakes with 4: 16 - 3 - 4 = 9, 9 * 2 = \\boxed{18}") == (True, "18")
+    assert s.grade(wrong_first + "\nSo she makes \\boxed{18\\text{ dollars}} a day")[0] is True
+    assert s.grade(wrong_first + "\nSo she makes \\boxed{\\dfrac{36}{2}}")[0] is True
+    assert s.grade("\\boxed{19}") == (False, "19")
+    half = GSM8KSample("h", "?", "#### 0.5")
+    assert half.grade("so \\boxed{\\frac{1}{2}}")[0] and half.grade("so \\boxed{\\frac{1}{3}}")[0] is False

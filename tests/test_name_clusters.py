@@ -181,9 +181,13 @@ def test_list_inspect_and_noise(cached, three):
     assert name_clusters.main([str(path), "--inspect", "0.1", "--samples", "3", "--quiet"]) == 0
     first = buf.getvalue()
     assert names["0.1"] in first and names["0"] in first and "3 random member(s)" in first
-    shown = [re.match(r"\s*#\d+ (.*)", ln).group(1) for ln in first.splitlines() if ln.strip().startswith("#")]
+    shown = [re.match(r"\s*chunk (\S+) · doc (\S+) (.*)", ln).groups() for ln in first.splitlines()
+             if ln.strip().startswith("chunk ")]
     member_texts = {texts[i] for i in tree.nodes["0.1"].members}
-    assert len(shown) == 3 and all(s in member_texts for s in shown)
+    assert len(shown) == 3 and all(s[2] in member_texts for s in shown)
+    ids = naming_stage.chunk_ids(cfg, naming_stage.tree_stage(cfg))
+    by_text = {texts[i]: ids[i] for i in tree.nodes["0.1"].members}
+    assert all(by_text[t] == (c, d) for c, d, t in shown)  # the printed ids are the member's own
     buf.truncate(0)
     buf.seek(0)
     name_clusters.main([str(path), "--inspect", "0.1", "--samples", "3", "--quiet"])

@@ -1,11 +1,15 @@
 """Annotation: tag model outputs (and eval questions) with the corpus region they are closest to.
 
 For every row of a results file (JSONL/CSV/Parquet), each text field is embedded with the
-corpus' own model (query prefix; cached under ``queries-<key>``) and descended through the
-cluster tree — at each depth the nearest child centroid (cosine) — giving its cluster path, the
-names, the cosine distance to each chosen centroid, and the distance to the nearest corpus chunk
-(corpus proximity; exact, or an IVF index above ``annotation.exact_search_max_chunks``). For each
-correctness field, error concentration by cluster is tested at every depth (cluster_stats).
+corpus' own model (query prefix; cached under ``queries-<key>``) and placed in the cluster tree by
+a vote of its ``annotation.knn_k`` nearest corpus chunks (exact, or an IVF index above
+``annotation.exact_search_max_chunks``; ``annotation.placement = "centroid"`` descends to the
+nearest child centroid instead; see corpus_proximity.tree.placement), giving its cluster path, the
+names, the cosine distance to each chosen centroid, and its nearest chunk. Its nearest-chunk
+similarity is compared with the corpus's own (leave-one-document-out, cached under
+``calibration-<key>``): below the ``annotation.outside_percentile`` it is *outside the corpus*. For
+each correctness field, error concentration by cluster is tested at every depth (cluster_stats),
+outside outputs in their own row, out of the tests.
 
 Fields are dotted paths into nested JSON and may use ``*`` globs, so GSM8K's published
 ``example_model_solutions.jsonl`` needs no converter; one call tests all four of its models:
@@ -15,7 +19,8 @@ Fields are dotted paths into nested JSON and may use ``*`` globs, so GSM8K's pub
 
 Writes ``DIR/annotated.csv``, ``DIR/annotated.parquet`` (the input rows plus, per text field F,
 ``F.cluster_depth_<d>``, ``F.name_depth_<d>``, ``F.distance_depth_<d>``, ``F.nearest_chunk``,
-``F.nearest_chunk_distance`` — unprefixed when there is one text field — and ``correct`` or
+``F.nearest_chunk_distance``, ``F.nn_sim``, ``F.nn_percentile`` (0-100, against the corpus),
+``F.outside`` — unprefixed when there is one text field — and ``correct`` or
 ``correct.<field>`` booleans) and ``DIR/analysis.json`` (``analyses``: one entry per text field ×
 correctness field, each with per-depth contingency table, chi2, dof, p, Cramér's V and
 per-cluster rows with q-values). DIR defaults to ``data/outputs/<name>/annotations/<results stem>``.
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus_proximity import cli
-from corpus_proximity.analysis.stats import analyze_clusters
+from corpus_proximity.analysis.stats import OUTSIDE, analyze_clusters
 from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, check_artifacts, publish_dir, stage_key
 from corpus_proximity.config import ExperimentConfig, to_dict
 from corpus_proximity.errors import InputError
@@ -41,6 +46,7 @@ from corpus_proximity.text.corpus import read_jsonl
 from corpus_proximity.text.embedders import SentenceTransformerEmbedder, default_prefixes, resolve_model_dir
 from corpus_proximity.tree import stage as tree_stage
 from corpus_proximity.tree.index import ExactSearch, IVFSearch, NearestChunkSearch, assign_to_clusters
+from corpus_proximity.tree.placement import calibrate_outside, outside_flags, vote_placement
 from corpus_proximity.tree.tree import ClusterTree
 from corpus_proximity.untrusted import term
 
@@ -49,6 +55,7 @@ _FALSE = {"false", "0", "no", "n", "incorrect", "wrong", "f"}
 QUERY_STAGE, QUERY_VERSION = "queries", 1
 _EMBEDDERS: dict[str, SentenceTransformerEmbedder] = {}
 IVF_STAGE, IVF_VERSION = "ivf", 1
+CALIBRATION_STAGE, CALIBRATION_VERSION = "calibration", 1
 
 
 # --- reading results ---------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def tree_for(cfg: ExperimentConfig, tree_dir: Path | None, config_path: str) -> 
     expected = tree_stage.stage_dir(cfg)
     if tree_dir is None:
         if not expected.complete:
-            raise InputError(f"no tree for {config_path}; run `python tree_stage.py {config_path}` first")
+            raise InputError(f"no tree for {config_path}; run `python cluster_corpus.py {config_path}` first")
         return expected
     meta_file = next((tree_dir / f for f in ("config.json", "tree_config.json") if (tree_dir / f).is_file()), None)
     if meta_file is None or not (tree_dir / "tree_arrays.npz").is_file():
@@ -231,6 +238,27 @@ def proximity_search(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarr
     return index
 
 
+def outside_calibration(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.ndarray) -> np.ndarray:
+    """The corpus's leave-one-document-out nearest-chunk similarities (sorted); cached per corpus."""
+    a = cfg.annotation
+    params = {"n_sample": a.calibration_sample, "seed": a.seed}
+    sd = StageDir.for_key(cfg.cache_dir, CALIBRATION_STAGE,
+                          stage_key(CALIBRATION_STAGE, CALIBRATION_VERSION, params, {"embed": embed_sd.key}))
+    if sd.complete:
+        return np.load(sd.file("nn_sims.npy"))
+    doc_ids = chunking.read_chunks(chunking.stage_dir(cfg), ["doc_id"]).column("doc_id").to_pylist()
+    sims = calibrate_outside(corpus, doc_ids, a.calibration_sample, a.seed)
+    sd.begin()
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:  # a file object: np.save would append .npy to the temp name
+            np.save(f, sims)
+
+    atomic_writer(sd.file("nn_sims.npy"), write)
+    sd.finish({**params, "n": len(sims), "percentiles": {str(q): float(np.percentile(sims, q)) for q in (1, 5, 50)}},
+              {"embed": embed_sd.key})
+    return sims
+
+
 # --- annotate ----------------------------------------------------------------------------------
 
 def _alias(field: str) -> str:
@@ -265,6 +293,7 @@ def annotate(cfg: ExperimentConfig, rows: list[dict], results: Path, text_fields
     if corpus.shape[1] != tree.dim:
         raise InputError(f"corpus embeddings are {corpus.shape[1]}-d but the tree is {tree.dim}-d; rebuild the tree")
     search = proximity_search(cfg, embed_sd, corpus)
+    calib = outside_calibration(cfg, embed_sd, corpus)
     chunk_ids = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id"]).column("chunk_id").to_pylist()
     names = names_or_ids(cfg)
     out = pd.DataFrame(rows)
@@ -274,27 +303,38 @@ def annotate(cfg: ExperimentConfig, rows: list[dict], results: Path, text_fields
     for f, vals in correct.items():
         out["correct" if len(correct) == 1 else f"correct.{_alias(f)}"] = pd.array(list(vals), dtype="boolean")
     analysis = {"results": str(results), "n_rows": len(rows), "tree": tree_sd.path.name, "tree_key": tree_sd.key,
-                "model": cfg.embedding.model, "proximity": search.kind, "text_fields": texts_fields,
+                "model": cfg.embedding.model, "proximity": search.kind, "placement": cfg.annotation.placement,
+                "knn_k": cfg.annotation.knn_k, "outside_percentile": cfg.annotation.outside_percentile,
+                "outside_threshold": float(np.percentile(calib, cfg.annotation.outside_percentile)),
+                "text_fields": texts_fields, "outside": {},
                 "correct_fields": list(correct), "skipped": skipped, "analyses": []}
     for f in texts_fields:
         emb = embed_queries(cfg, texts[f])
         if emb.shape[1] != tree.dim:
             raise InputError(f"outputs embed to {emb.shape[1]}-d but the tree is {tree.dim}-d; the spaces differ")
-        a = assign_to_clusters(emb, tree)
+        nb_idx, nb_sims = search.search_k(emb, cfg.annotation.knn_k)
+        a = (vote_placement(emb, nb_idx, nb_sims, tree) if cfg.annotation.placement == "knn"
+             else assign_to_clusters(emb, tree))
         paths = a.paths
+        near, nn_sim = nb_idx[:, 0], nb_sims[:, 0]
+        pct, outside = outside_flags(nn_sim, calib, cfg.annotation.outside_percentile)
         # in the tests an item whose leaf is shallower than d stays in that leaf, so every graded
-        # item counts at every depth (the columns keep "" below the leaf)
+        # item counts at every depth (the columns keep "" below the leaf); outside items are their own row
         carried = paths.copy()
         for d in range(1, carried.shape[1]):
             carried[:, d] = np.where(carried[:, d] == "", carried[:, d - 1], carried[:, d])
-        near, near_d = search.search(emb)
+        carried[outside] = OUTSIDE
+        analysis["outside"][f] = {"n": int(outside.sum()), "share": float(outside.mean())}
         pre = "" if len(texts_fields) == 1 else _alias(f) + "."
         for d in range(paths.shape[1]):
             out[f"{pre}cluster_depth_{d}"] = paths[:, d]
             out[f"{pre}name_depth_{d}"] = [names.get(x, "") for x in paths[:, d]]
             out[f"{pre}distance_depth_{d}"] = a.distances[:, d]
         out[f"{pre}nearest_chunk"] = [chunk_ids[i] for i in near]
-        out[f"{pre}nearest_chunk_distance"] = near_d
+        out[f"{pre}nearest_chunk_distance"] = 1.0 - nn_sim
+        out[f"{pre}nn_sim"] = nn_sim
+        out[f"{pre}nn_percentile"] = pct
+        out[f"{pre}outside"] = outside
         for c, vals in correct.items():
             graded = np.array([v is not None for v in vals])
             ok = np.array([bool(v) for v in vals[graded]], dtype=bool)

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import stats
 
 NOISE = "-1"
+OUTSIDE = "outside"
+"""Label of items outside the corpus (annotation's calibration): counted in their own row, never tested."""
 
 
 def wilson_interval(errors: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -75,7 +77,8 @@ def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
 
     Parameters
     ----------
-    labels : cluster id per item (``"-1"`` = noise, ``""`` = not at this depth).
+    labels : cluster id per item (``"-1"`` = noise, ``""`` = not at this depth, ``"outside"`` = outside
+        the corpus: reported as the result's ``outside`` row, kept out of every test).
     correct : bool per item.
     alpha : significance level for the summary (q-values are BH-adjusted).
     min_n : clusters with fewer items are pooled as ``"(small)"`` for the overall test.
@@ -86,7 +89,11 @@ def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
     correct = np.asarray(correct)
     if correct.dtype != bool:
         raise ValueError("correct must be boolean")
-    keep = labels != ""
+    out_m = labels == OUTSIDE
+    n_out, e_out = int(out_m.sum()), int((~correct[out_m]).sum())
+    outside = {"n": n_out, "errors": e_out, "error_rate": e_out / n_out if n_out else None,
+               "share": n_out / max(int((labels != "").sum()), 1)}
+    keep = (labels != "") & ~out_m
     if not include_noise:
         keep &= labels != NOISE
     labels, wrong = labels[keep], ~correct[keep]
@@ -127,7 +134,15 @@ def analyze_clusters(labels, correct, alpha: float = 0.05, min_n: int = 5,
             "overall": overall, "clusters": [asdict(r) for r in rows],
             "highest_error": [r.cluster for r in by_rate[:3]],
             "lowest_error": [r.cluster for r in by_rate[::-1][:3]],
-            "warnings": underpowered, "summary": _summary(significant, overall, underpowered, alpha, names or {})}
+            "warnings": underpowered, "outside": outside,
+            "summary": _summary(significant, overall, underpowered, alpha, names or {}) + _outside_note(outside)}
+
+
+def _outside_note(outside: dict) -> str:
+    if not outside["n"]:
+        return ""
+    return (f" {outside['n']} outputs ({outside['share']:.0%}) are outside the corpus (error rate "
+            f"{outside['error_rate']:.0%}), not in these tests.")
 
 
 def _summary(significant: list[ClusterRow], overall: dict, warnings: list[str], alpha: float,

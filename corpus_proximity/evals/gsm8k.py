@@ -5,11 +5,14 @@ from the official JSONL files (``{"question", "answer"}`` per line, the answer e
 ``#### <number>``) at a user path, or from the Hugging Face hub (``openai/gsm8k``) where it is
 reachable; no package registry carries it.
 
-Grading is numeric: the final answer of a completion is the number after its last ``####``,
-else after a closing phrase ("the answer is", "Answer:", "A:", ``\\boxed{}``), else its last
-number; thousands separators, currency signs, units, percent signs and trailing zeros are
-ignored ("$1,000.00 dollars" == 1000), simple fractions are evaluated ("3/4" and LaTeX
-``\\frac{3}{4}`` == 0.75), and GSM8K's calculator annotations (``<<16-3=13>>``) are dropped first.
+Grading: the final answer of a completion is the number after whichever comes *last* of its
+last ``####``, ``\\boxed{}`` and closing phrases ("the answer is", "Answer:", "A:") — a model that
+writes ``#### 180`` mid-way and ends on ``\\boxed{540}`` answered 540 — else its last number;
+thousands separators, currency signs, units, percent signs and trailing zeros are ignored
+("$1,000.00 dollars" == 1000), simple fractions are evaluated ("3/4" and LaTeX ``\\frac{3}{4}`` == 0.75),
+and GSM8K's calculator annotations (``<<16-3=13>>``) are dropped first.
+A completion whose final answer is LaTeX (``\\boxed{\\dfrac{1}{2}}``, ``\\boxed{540\\text{ dollars}}``)
+is also checked with HuggingFace's ``math-verify``, which parses and compares it symbolically.
 """
 
 from __future__ import annotations
@@ -74,14 +77,15 @@ def extract_answer(completion: str) -> str | None:
     if not completion:
         return None
     text = _FRAC.sub(r"\1/\2", _CALC.sub("", completion))
-    candidates: list[str] = []
+    candidates: list[tuple[int, str]] = []
     if "####" in text:
-        candidates.append(text.rsplit("####", 1)[1])
+        at = text.rindex("####")
+        candidates.append((at, text[at + 4:]))
     for pat in _CLOSERS:
-        found = pat.findall(text)
+        found = list(pat.finditer(text))
         if found:
-            candidates.append(found[-1])
-    for c in candidates:
+            candidates.append((found[-1].start(), found[-1].group(1)))
+    for _, c in sorted(candidates, key=lambda t: -t[0]):  # the last anchor in the text is the answer
         value = parse_number(c)
         if value is not None:
             return format_number(value)
@@ -121,7 +125,24 @@ class GSM8KSample:
 
     def grade(self, completion: str) -> tuple[bool, str | None]:
         predicted = extract_answer(completion or "")
-        return same_number(predicted, self.reference), predicted
+        if same_number(predicted, self.reference):
+            return True, predicted
+        return ("\\boxed" in (completion or "") and latex_equal(self.reference, completion)), predicted
+
+
+def latex_equal(reference: str, completion: str) -> bool:
+    """math-verify's symbolic check of the completion's (boxed) final answer against the reference.
+
+    Its signal-based timeouts are off: they only work in the main thread, and rollouts grade in
+    worker threads; a GSM8K answer is a single short expression."""
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call that timeouts are off
+    gold = parse(f"${reference}$", parsing_timeout=None)
+    pred = parse(completion, parsing_timeout=None)
+    return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
 
 
 def load_gsm8k(path: str | Path | None, split: str = "test", limit: int | None = None) -> list[GSM8KSample]:

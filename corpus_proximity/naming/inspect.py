@@ -57,8 +57,15 @@ def random_members(idx: np.ndarray, n: int, seed: int, node_id: str) -> list[int
     return [int(i) for i in rng.choice(idx, size=min(n, len(idx)), replace=False)] if len(idx) else []
 
 
+def member_line(i: int, texts: list[str], ids: list[tuple[str, str]] | None, chars: int) -> str:
+    """One member as printed: its chunk id and document id (row number without them), then its text;
+    the corpus text and ids are escaped for Rich markup and stripped of control characters."""
+    head = f"chunk {ids[i][0]} · doc {ids[i][1]}" if ids else f"#{i}"
+    return f"  [dim]{term(head)}[/dim] {term(clip(texts[i], chars))}"
+
+
 def print_inspect(tree: ClusterTree, names: dict[str, NodeName], texts: list[str], node_id: str,
-                  n: int, seed: int, log) -> None:
+                  n: int, seed: int, log, member_ids: list[tuple[str, str]] | None = None) -> None:
     check_node_id(tree, node_id)
     node, r = tree.nodes[node_id], names.get(node_id)
     path = []
@@ -79,11 +86,11 @@ def print_inspect(tree: ClusterTree, names: dict[str, NodeName], texts: list[str
                 log.print(f"  {label}: {term(val)}")
     log.print(f"\n{min(n, node.size)} random member(s) (seed {seed}):")
     for i in random_members(node.members, n, seed, node_id):
-        log.print(f"  [dim]#{i}[/dim] {term(clip(texts[i], 400))}")
+        log.print(member_line(i, texts, member_ids, 400))
 
 
 def print_noise(tree: ClusterTree, names: dict[str, NodeName], texts: list[str], n: int, seed: int, log,
-                only: str | None = None) -> None:
+                only: str | None = None, member_ids: list[tuple[str, str]] | None = None) -> None:
     ids = [only] if only else [nid for nid, nd in tree.nodes.items() if len(nd.noise)]
     if not ids:
         log.print("no node has noise points")
@@ -93,4 +100,4 @@ def print_noise(tree: ClusterTree, names: dict[str, NodeName], texts: list[str],
         log.print(f"[bold]{title}[/bold]: {len(node.noise)} noise point(s) of {node.size} "
                   f"({len(node.noise) / max(node.size, 1):.0%}) — left unassigned when it was split")
         for i in random_members(node.noise, n, seed, f"noise:{nid}"):
-            log.print(f"  [dim]#{i}[/dim] {term(clip(texts[i], 300))}")
+            log.print(member_line(i, texts, member_ids, 300))

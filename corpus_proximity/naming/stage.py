@@ -77,6 +77,13 @@ def load_inputs(cfg: ExperimentConfig, tree_sd: StageDir) -> tuple[ClusterTree, 
     return ClusterTree.load(tree_sd.path), texts, embedding.load_embeddings(embed_sd)
 
 
+def chunk_ids(cfg: ExperimentConfig, tree_sd: StageDir) -> list[tuple[str, str]]:
+    """(chunk id, document id) of every row the tree was built from (what ``--inspect`` prints)."""
+    chunks_sd = StageDir.for_key(cfg.cache_dir, chunking.STAGE, tree_sd.read_meta()["upstream"]["chunks"])
+    t = chunking.read_chunks(chunks_sd, ["chunk_id", "doc_id"])
+    return list(zip(t.column("chunk_id").to_pylist(), t.column("doc_id").to_pylist()))
+
+
 def make_namer(cfg: ExperimentConfig, connect: Callable[[], str] | None = None, log=None,
                keep: dict[str, NodeName] | None = None) -> Namer:
     """The configured namer; ``keep`` (an earlier run's names) is honoured by the LLM namer."""

