@@ -42,6 +42,9 @@ def load(config: str, overrides: tuple[str, ...], annotations: str | None) -> vc
 
 
 def main() -> None:
+    if not st.runtime.exists():  # `python dashboard.py`: a Streamlit script, not a CLI
+        print(f"the dashboard runs under Streamlit: {USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     st.set_page_config(page_title="corpus-proximity", layout="wide")
     try:
         args = parse_args(sys.argv[1:])
