@@ -485,7 +485,7 @@ def test_streamlit_listens_on_localhost_only(built_default, tmp_path):
 
 RAY = textwrap.dedent("""
     import time
-    from corpus_proximity.ensemble.runs import init_ray
+    from corpus_proximity.distributed import init_ray
     init_ray(None)
     print("ready", flush=True)
     time.sleep(300)

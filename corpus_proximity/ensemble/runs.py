@@ -25,14 +25,13 @@ from typing import Iterator
 import numpy as np
 from joblib import Parallel, delayed
 
-import corpus_proximity
 from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, copy_results, stage_key
-from corpus_proximity.children import ray_started, watch_children
+from corpus_proximity.children import watch_children
 from corpus_proximity.config import ClusteringConfig, EnsembleConfig, ExperimentConfig, semantic_dict, to_dict
+from corpus_proximity.distributed import init_ray
 from corpus_proximity.ensemble import compare as ens
 from corpus_proximity.ensemble.registry import Registry, registry_path
-from corpus_proximity.errors import InputError
 from corpus_proximity.text import embedding
 from corpus_proximity.tree import stage as tree_stage
 from corpus_proximity.tree.tree import ClusterTree
@@ -114,29 +113,10 @@ def execute(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], ec: Ensem
         delayed(_timed_run)(X, cc, s) for s in specs)
 
 
-def init_ray(address: str | None) -> None:
-    """Start (``address`` None: a local Ray on 127.0.0.1 only, shut down with this process, its
-    processes killed with it) or join a Ray cluster, once per process."""
+def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], address: str | None):
+    init_ray(address, field="ensemble.ray_address")
     import ray
 
-    if ray.is_initialized():
-        return
-    watch_children()
-    # the package ships to the workers the way Ray supports (a cluster's nodes need not have it)
-    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             runtime_env={"py_modules": [corpus_proximity]}, **local)
-    if address is None:
-        ray_started()
-
-
-def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], address: str | None):
-    try:
-        import ray
-    except ImportError:
-        raise InputError("ensemble.engine=ray needs Ray: pip install 'corpus-proximity[ray]' "
-                         "(or use the local engine)") from None
-    init_ray(address)
     task = ray.remote(num_cpus=1)(_timed_run)
     x_ref = ray.put(np.ascontiguousarray(X))
     pending = [task.remote(x_ref, cc, s) for s in specs]

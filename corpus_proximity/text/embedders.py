@@ -142,6 +142,9 @@ class SentenceTransformerEmbedder:
         self.model = SentenceTransformer(str(self.model_dir), device=cfg.device, local_files_only=True)
         if cfg.max_seq_length:
             self.model.max_seq_length = cfg.max_seq_length
+        self.fp16 = bool(cfg.fp16 and self.model.device.type == "cuda")
+        if self.fp16:
+            self.model.half()
         self.prefix = cfg.document_prefix if cfg.document_prefix is not None else \
             default_prefixes(cfg.model, self.model_dir)["document"]
         self.batch_size = cfg.batch_size
@@ -150,9 +153,18 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: list[str], start: int) -> np.ndarray:
         inputs = [self.prefix + t for t in texts] if self.prefix else texts
-        out = self.model.encode(inputs, batch_size=self.batch_size, show_progress_bar=False,
-                                convert_to_numpy=True, normalize_embeddings=True)
-        return np.asarray(out, dtype=np.float32)
+        while True:
+            try:
+                out = self.model.encode(inputs, batch_size=self.batch_size, show_progress_bar=False,
+                                        convert_to_numpy=True, normalize_embeddings=True)
+                return np.asarray(out, dtype=np.float32)
+            except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
+                if "out of memory" not in str(e).lower() or self.batch_size == 1:
+                    raise
+                import torch
+
+                torch.cuda.empty_cache()
+                self.batch_size //= 2  # a batch that does not fit the GPU: halve it, keep the smaller size
 
 
 class PrecomputedEmbedder:

@@ -43,6 +43,8 @@ def model_identity(cfg: ExperimentConfig) -> dict:
         return {"precomputed_sha256": file_fingerprint(input_file(cfg.embedding.precomputed_path,
                                                                    "embedding.precomputed_path"))}
     sem.pop("precomputed_path")
+    if not sem.get("fp16"):
+        sem.pop("fp16", None)  # float32 keys stay what they were before fp16 existed
     model_dir = resolve_model_dir(cfg.embedding.model)
     if sem["document_prefix"] is None:
         sem["document_prefix"] = default_prefixes(cfg.embedding.model, model_dir)["document"]
@@ -132,6 +134,15 @@ def run_embedding(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     texts = chunking.read_chunks(chunks, ["text"]).column("text").to_pylist()
     log.print(f"embed: {len(texts)} chunks with {cfg.embedding.precomputed_path or cfg.embedding.model} → {sd.path}")
     embedder = make_embedder(cfg.embedding, len(texts))
+    if cfg.embedding.engine == "ray" and not cfg.embedding.precomputed_path:
+        from corpus_proximity.text.ray_embed import embed_to_shards_ray
+
+        size, n = cfg.embedding.shard_size, len(texts)
+        pending = [i for i in range((n + size - 1) // size)
+                   if not _valid_shard(sd.file("shards") / f"shard-{i:05d}.npy", min(size, n - i * size), embedder.dim)]
+        sd.file("shards").mkdir(parents=True, exist_ok=True)
+        embed_to_shards_ray(cfg.embedding, chunks.file("chunks.parquet"), n, embedder.dim, sd.file("shards"),
+                            size, pending)
     paths = embed_to_shards(texts, embedder, sd.file("shards"), cfg.embedding.shard_size)
     join_shards(paths, sd.file("embeddings.npy"), embedder.dim, len(texts))
     sd.finish({"embedding": to_dict(cfg.embedding)}, {"chunks": chunks.key},
