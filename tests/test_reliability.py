@@ -36,7 +36,7 @@ from corpus_proximity.analysis.annotate import load_query_embeddings, tree_for, 
 from corpus_proximity.cache import StageDir, atomic_save_npy
 from corpus_proximity.config import ClusteringConfig, ExperimentConfig
 from corpus_proximity.errors import InputError
-from corpus_proximity.naming.base import NodeName
+from corpus_proximity.naming.base import NamingResult, NodeName
 from corpus_proximity.naming.inspect import display_names, list_table, print_inspect
 from corpus_proximity.text.corpus import parse_jsonl
 from corpus_proximity.text.embedding import join_shards
@@ -366,10 +366,8 @@ def test_dashboard_node_view_shows_names_as_text(copied, monkeypatch):
     from corpus_proximity.tree.tree import ClusterTree
 
     tree = ClusterTree.load(tree_sd.path)
-    result = type("R", (), {})()
-    result.names = {n: NodeName(id=n, name="![x](http://example.invalid/a.png)", source="llm",
-                             summary="<img src=x> **b**") for n in tree.nodes if n != ROOT_ID}
-    result.n_failed, result.fatal, result.stats = 0, None, {}
+    result = NamingResult({n: NodeName(id=n, name="![x](http://example.invalid/a.png)", source="llm",
+                                       summary="<img src=x> **b**") for n in tree.nodes if n != ROOT_ID})
     naming_stage.write_names(sd, names_cfg, tree_sd, result, 0.0)
     monkeypatch.setattr(sys, "argv", ["dashboard.py", str(f), "--quiet"])
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
