@@ -12,12 +12,21 @@ class InputError(Exception):
 
 
 def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a script's ``main`` so an :class:`InputError` prints one line and exits 2."""
+    """Wrap a script's ``main`` so an :class:`InputError`, or a write that failed on a full, read-only
+    or forbidden disk anywhere, prints one line and exits 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs) or 0
+        except OSError as e:
+            from corpus_proximity.cache import disk_error
+
+            err = disk_error(e.filename or "a file", e)
+            if err is None:
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         except InputError as e:
             from corpus_proximity.untrusted import strip_control
 

@@ -74,7 +74,7 @@ def test_report_shows_tree_map_and_statistics_and_exports_viewer_files(built, ca
     assert visualize_clusters.main([str(cfg_file), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"report: {out}" in " ".join(err.split())
-    assert f"run dashboard.py -- {cfg_file}" in " ".join(err.split())
+    assert f"run dashboard.py --server.address 127.0.0.1 -- {cfg_file}" in " ".join(err.split())
     page = out.read_text()
     assert "<script src=" not in page and "Plotly.newPlot" in page and len(page) > 3_000_000  # plotly.js inlined
     assert json.dumps(names[big])[1:-1] in page  # the tree's trace holds the names

@@ -232,7 +232,7 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
     if kind not in TREE_KINDS:
         raise ValueError(f"kind must be one of {TREE_KINDS}")
     colour_keys = colour_options(table)
-    hover = []
+    hovers = []
     for r in table.itertuples():
         lines = [f"<b>{hover(r.id)}  {hover(r.name)}</b>" if r.id != ROOT else "<b>corpus</b>",
                  f"n = {r.size}" + (f" · noise {r.noise} ({r.noise_share:.0%})" if r.noise else "")
@@ -241,10 +241,10 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
         if "error_rate" in table and getattr(r, "n_outputs", 0):
             lines.append(f"model outputs here: {r.n_outputs}, wrong {r.errors} ({r.error_rate:.0%})")
         lines += ["— " + _wrap(s) for s in samples.get(r.id, [])]
-        hover.append("<br>".join(lines))
+        hovers.append("<br>".join(lines))
     trace = dict(type=kind, ids=table["id"].tolist(), labels=[hover(n) for n in table["name"]],
                  parents=[p if i != ROOT else "" for i, p in zip(table["id"], table["parent"])],
-                 values=table["size"].tolist(), branchvalues="total", hovertext=hover, hoverinfo="text",
+                 values=table["size"].tolist(), branchvalues="total", hovertext=hovers, hoverinfo="text",
                  texttemplate="%{label}<br>n=%{value}", marker=dict(colors=node_colours(table, colour_by)),
                  maxdepth=-1)
     fig = go.Figure(trace)
