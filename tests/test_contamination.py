@@ -3,10 +3,19 @@ tests (power and calibration), joins with outcomes, bad input."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import io
+import json
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from contamination import main as contamination_main
+from corpus_proximity.analysis.contamination import run_contamination
 from corpus_proximity.analysis.ngrams import NgramIndex, TokenHasher, build_index, ngram_hashes, tokenize
+from corpus_proximity.config import load_config
 
 WORDS = ("apple banana cherry delta echo fox golf hotel india juliet kilo lima mike november oscar papa "
          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu one two three four").split()
@@ -71,3 +80,88 @@ def test_index_roundtrip(tmp_path):
     assert back.match(tokenize("two three four")).longest_span == 3
     empty = build_index(iter([]), 2)
     assert empty.match(tokenize("a b c")).share == 0.0
+
+
+# --- planted items, end to end (real model, tiny corpus) ---------------------------------------
+
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+if not GSM8K.is_dir():
+    GSM8K = Path("/work/shared/data/gsm8k")
+
+
+def _swap_words(text: str) -> str:
+    """A word-swap paraphrase: adjacent words swapped every four words (no 8-gram survives)."""
+    w = text.split()
+    for i in range(1, len(w) - 1, 4):
+        w[i], w[i + 1] = w[i + 1], w[i]
+    return " ".join(w)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    if not (GSM8K / "train.jsonl").is_file():
+        pytest.skip("GSM8K data not present")
+    tmp = tmp_path_factory.mktemp("contam")
+    qs = [json.loads(line)["question"] for line in (GSM8K / "train.jsonl").read_text().splitlines()[:1200]]
+    corpus = [{"id": f"d{i}", "text": q, "stage": "sft" if i % 2 else "pretrain"} for i, q in enumerate(qs[:200])]
+    write_jsonl(tmp / "corpus.jsonl", corpus)
+    items = ([{"q": qs[i], "kind": "verbatim"} for i in range(40)]
+             + [{"q": _swap_words(qs[i]), "kind": "near"} for i in range(40, 80)]
+             + [{"q": qs[i], "kind": "far"} for i in range(1000, 1040)])
+    write_jsonl(tmp / "bench.jsonl", items)
+    cfg_file = tmp / "cfg.py"
+    cfg_file.write_text(
+        "from corpus_proximity.config import CorpusConfig, ExperimentConfig\n"
+        f"config = ExperimentConfig(name='contam', cache_dir={str(tmp / 'cache')!r}, "
+        f"output_dir={str(tmp / 'out')!r}, corpus=CorpusConfig(path={str(tmp / 'corpus.jsonl')!r}))\n")
+    return tmp, cfg_file, items
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_planted_items_classified(planted):
+    tmp, cfg_file, items = planted
+    cfg = load_config(cfg_file)
+    _, df, summary, emb = run_contamination(cfg, tmp / "bench.jsonl", "q", log=Console(file=io.StringIO()))
+    truth = np.array([it["kind"] for it in items])
+    got = df["verdict"].to_numpy()
+    for kind in ("verbatim", "near", "far"):
+        assert (got[truth == kind] == kind).mean() >= 0.95, (kind, df[truth == kind][["similarity", "verdict"]])
+    v = df[truth == "verbatim"]
+    assert (v["ngram13_share"] == 1.0).all() and (v["ngram13_longest_span"] == v["n_tokens"]).all()
+    assert [c.split(";")[0] for c in v["evidence_chunks"]] == [f"d{i}" for i in range(40)]
+    assert (df[truth == "near"]["ngram8_share"] < 0.2).all()  # near by meaning, not by text
+    assert summary["counts"]["verbatim"] >= 38 and emb.shape == (120, 384)
+
+
+def test_script_outputs_and_accuracy_join(planted):
+    tmp, cfg_file, items = planted
+    results = [{"question": it["q"], "m": {"is_correct": it["kind"] == "verbatim" or k % 3 == 0}}
+               for k, it in enumerate(items)]
+    write_jsonl(tmp / "results.jsonl", results[::-1])  # another order: joined on the text
+    rc = contamination_main([str(cfg_file), "--quiet", "--benchmark", str(tmp / "bench.jsonl"), "--text-field", "q",
+                             "--results", str(tmp / "results.jsonl"), "--results-text-field", "question",
+                             "--correct-field", "*.is_correct"])
+    assert rc == 0
+    out = tmp / "out" / "contam" / "contamination" / "bench"
+    df = pd.read_parquet(out / "items.parquet")
+    assert len(pd.read_csv(out / "items.csv")) == len(df) == 120
+    s = json.loads((out / "summary.json").read_text())
+    acc = s["outcomes"]["accuracy"]["m.is_correct"]
+    by = {r["level"]: r for r in acc["levels"]}
+    assert by["verbatim"]["accuracy"] >= 0.95 and by["far"]["accuracy"] < 0.5
+    assert acc["test"]["p"] < 1e-6 and s["outcomes"]["joined"] == 120
+
+
+def test_bad_input_one_line_errors(planted, capsys):
+    tmp, cfg_file, _ = planted
+    (tmp / "empty.jsonl").write_text("")
+    for bench, field, needle in ((tmp / "empty.jsonl", "q", "has no rows"),
+                                 (tmp / "bench.jsonl", "question", "has no field 'question'"),
+                                 (tmp / "missing.jsonl", "q", "does not exist")):
+        rc = contamination_main([str(cfg_file), "--quiet", "--benchmark", str(bench), "--text-field", field])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], err
+        assert "--benchmark" in err[0] or "--text-field" in err[0]
