@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
+from scipy import stats
 
 from contamination import main as contamination_main
-from corpus_proximity.analysis.contamination import run_contamination
+from corpus_proximity.analysis.contamination import corpus_nn_similarities, corpus_stages, run_contamination
+from corpus_proximity.analysis.contamination_outcomes import accuracy_by_level, node_mass, stage_by_node
 from corpus_proximity.analysis.ngrams import NgramIndex, TokenHasher, build_index, ngram_hashes, tokenize
+from corpus_proximity.analysis.stats import wilson_interval
 from corpus_proximity.config import load_config
 
 WORDS = ("apple banana cherry delta echo fox golf hotel india juliet kilo lima mike november oscar papa "
@@ -165,3 +168,89 @@ def test_bad_input_one_line_errors(planted, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and needle in err[0], err
         assert "--benchmark" in err[0] or "--text-field" in err[0]
+
+
+# --- statistics: stage × node, accuracy × level, node mass --------------------------------------
+
+def _stage_draw(rng, planted: bool, n_nodes: int = 6, per_node: int = 100):
+    labels = np.repeat([str(k) for k in range(n_nodes)], per_node).astype(object)
+    p = np.where((labels == "3") & planted, 0.75, 0.5)
+    stages = np.where(rng.random(len(labels)) < p, "sft", "pretrain")
+    noise = rng.random(len(labels)) < 0.05  # noise points are left out of the test
+    labels[noise] = "-1"
+    return labels, stages
+
+
+def test_stage_by_node_power_and_calibration():
+    rng = np.random.default_rng(0)
+    hits = found = 0
+    for _ in range(200):
+        labels, stages = _stage_draw(rng, True)
+        r = stage_by_node([labels], stages)["depths"]["depth_0"]
+        hits += r["p"] <= 0.05
+        found += r["most_different"]["node"] == "3"
+    assert hits / 200 >= 0.9 and found / 200 >= 0.9
+    null = [stage_by_node([labels], stages)["depths"]["depth_0"]["p"]
+            for labels, stages in (_stage_draw(rng, False) for _ in range(400))]
+    assert 0.02 <= np.mean(np.array(null) <= 0.05) <= 0.085
+
+
+def test_stage_by_node_table_matches_scipy():
+    labels = np.array(["0", "0", "1", "1", "1", "2", "", "-1"] * 10, dtype=object)
+    stages = np.array(["a", "b", "a", "a", "b", "b", "a", "b"] * 10)
+    r = stage_by_node([labels], stages)
+    e = r["depths"]["depth_0"]
+    keep = (labels != "") & (labels != "-1")
+    table = pd.crosstab(labels[keep], stages[keep]).to_numpy()
+    chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
+    assert np.isclose(e["chi2"], chi2) and np.isclose(e["p"], p) and e["dof"] == dof
+    assert [nd["n.a"] for nd in e["nodes"]] == table[:, 0].tolist()
+    assert r["totals"] == {"a": 40, "b": 40}
+
+
+def test_accuracy_by_level_exact():
+    levels = ["verbatim"] * 20 + ["near"] * 30 + ["far"] * 50 + ["far"]
+    correct = [True] * 18 + [False] * 2 + [True] * 15 + [False] * 15 + [True] * 20 + [False] * 30 + [None]
+    a = accuracy_by_level(levels, correct)
+    by = {r["level"]: r for r in a["levels"]}
+    assert a["n_graded"] == 100 and by["far"]["n"] == 50 and by["verbatim"]["accuracy"] == 0.9
+    lo, hi = wilson_interval(18, 20)
+    assert (by["verbatim"]["ci_low"], by["verbatim"]["ci_high"]) == (lo, hi)
+    chi2, p, dof, _ = stats.chi2_contingency([[18, 2], [15, 15], [20, 30]], correction=False)
+    assert a["test"]["test"] == "chi2" and np.isclose(a["test"]["p"], p) and a["test"]["dof"] == 2
+    small = accuracy_by_level(["verbatim"] * 4 + ["far"] * 6, [True] * 4 + [False] * 5 + [True])
+    assert small["test"]["test"] == "fisher"
+    assert np.isclose(small["test"]["p"], stats.fisher_exact([[4, 0], [1, 5]])[1])
+    assert accuracy_by_level(["far"] * 5, [True] * 5)["test"]["p"] is None
+
+
+def test_node_mass_counts():
+    paths = np.array([["0", "0.1"], ["0", ""], ["1", "1.0"], ["1", "1.0"]], dtype=object)
+    rows = node_mass(paths, ["verbatim", "far", "near", "far"], {"m": np.array([True, False, None, False], dtype=object)})
+    by = {(r["depth"], r["node"]): r for r in rows}
+    assert by[(0, "0")]["verbatim"] == 1 and by[(0, "0")]["error_rate.m"] == 0.5
+    assert by[(1, "0")]["n_items"] == 1  # carried into its shallower leaf at depth 1
+    assert by[(1, "1.0")]["contaminated_share"] == 0.5 and by[(1, "1.0")]["error_rate.m"] == 1.0
+
+
+def test_corpus_nn_similarities_leave_one_document_out():
+    X = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]]
+    X[4] = (X[0] + X[4]) / np.sqrt(2)
+    sims = corpus_nn_similarities(X, ["a", "a", "b", "b", "c"], sample=10, seed=0)
+    # rows of a: nearest other-document chunk is c (0.707); b: a or c at 0 / 0; c: a at 0.707
+    assert np.allclose(sims, sorted([0.7071, 0.7071, 0.0, 0.0, 0.7071]), atol=1e-3)
+    assert np.array_equal(corpus_nn_similarities(X, list("aabbc"), 3, 1), corpus_nn_similarities(X, list("aabbc"), 3, 1))
+
+
+@pytest.mark.slow
+def test_corpus_stages_on_a_real_tree(built_default):
+    """The default corpus's two sources (BBC News, Python docs) as two "stages": the tree separates
+    them, so stage × node is significant with a large Cramér's V at depth 0."""
+    from dataclasses import replace
+
+    cfg = replace(built_default, contamination=replace(built_default.contamination, stage_field="source"))
+    r = corpus_stages(cfg)
+    assert r is not None and set(r["stages"]) == {"bbc-news", "python-docs"}
+    d0 = r["depths"]["depth_0"]
+    assert d0["p"] < 1e-6 and d0["cramers_v"] > 0.5
+    assert corpus_stages(replace(cfg, contamination=replace(cfg.contamination, stage_field="nope"))) is None
