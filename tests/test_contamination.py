@@ -254,3 +254,22 @@ def test_corpus_stages_on_a_real_tree(built_default):
     d0 = r["depths"]["depth_0"]
     assert d0["p"] < 1e-6 and d0["cramers_v"] > 0.5
     assert corpus_stages(replace(cfg, contamination=replace(cfg.contamination, stage_field="nope"))) is None
+
+
+def test_report_section_escapes_and_shows_items(planted):
+    tmp, cfg_file, _ = planted
+    from corpus_proximity.explore.contamination_view import contamination_section
+
+    out = tmp / "out" / "contam" / "contamination"
+    if not (out / "bench" / "summary.json").is_file():
+        assert contamination_main([str(cfg_file), "--quiet", "--benchmark", str(tmp / "bench.jsonl"),
+                                   "--text-field", "q"]) == 0
+    evil = out / "evil"
+    evil.mkdir(exist_ok=True)
+    df = pd.read_parquet(out / "bench" / "items.parquet").head(3)
+    df.loc[df.index[0], "text"] = "<script>alert(1)</script>"
+    df.to_parquet(evil / "items.parquet")
+    (evil / "summary.json").write_text((out / "bench" / "summary.json").read_text())
+    page = contamination_section(out)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Contamination: benchmark items in the corpus" in page and "Contaminated items" in page
