@@ -273,3 +273,34 @@ def test_report_section_escapes_and_shows_items(planted):
     page = contamination_section(out)
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Contamination: benchmark items in the corpus" in page and "Contaminated items" in page
+
+
+@pytest.mark.slow
+def test_demo_gsm8k_train_planted_into_default_corpus(tmp_path):
+    """The demo: 50 GSM8K train questions planted into a copy of the embedded default corpus are
+    found (verbatim), 50 other train questions are not (far), and the corpus itself stays far."""
+    if not (GSM8K / "train.jsonl").is_file():
+        pytest.skip("GSM8K data not present")
+    from corpus_proximity.config import CorpusConfig
+    from corpus_proximity.text.corpus import load_default_corpus
+
+    docs = load_default_corpus(CorpusConfig(default_bbc_per_topic=16, default_stdlib_packages=("email", "asyncio"),
+                                            default_stdlib_per_package=20))
+    qs = [json.loads(line)["question"] for line in (GSM8K / "train.jsonl").read_text().splitlines()[:100]]
+    rows = [{"id": d["doc_id"], "text": d["text"], "stage": "pretrain"} for d in docs]
+    rows += [{"id": f"gsm8k-train-{i}", "text": q, "stage": "sft"} for i, q in enumerate(qs[:50])]
+    write_jsonl(tmp_path / "corpus.jsonl", rows)
+    write_jsonl(tmp_path / "bench.jsonl", [{"question": q} for q in qs])
+    cfg = load_config_text(tmp_path, f"CorpusConfig(path={str(tmp_path / 'corpus.jsonl')!r})")
+    _, df, summary, _ = run_contamination(cfg, tmp_path / "bench.jsonl", "question", log=Console(file=io.StringIO()))
+    assert (df["verdict"][:50] == "verbatim").mean() >= 0.95
+    assert (df["verdict"][50:] == "far").mean() >= 0.95
+    assert all(c.split(";")[0] == f"gsm8k-train-{i}" for i, c in enumerate(df["evidence_chunks"][:50]))
+
+
+def load_config_text(tmp: Path, corpus_expr: str):
+    f = tmp / "cfg.py"
+    f.write_text("from corpus_proximity.config import CorpusConfig, ExperimentConfig\n"
+                 f"config = ExperimentConfig(name='demo', cache_dir={str(tmp / 'cache')!r}, "
+                 f"output_dir={str(tmp / 'out')!r}, corpus={corpus_expr})\n")
+    return load_config(f)
