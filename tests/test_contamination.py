@@ -54,6 +54,11 @@ def test_ngram_counts_exact_against_brute_force(n):
         items.append("zulu xray " + " ".join(c[: 5 + 3 * k]) + " yankee")
     idx = build_index(iter([chunks[:30], chunks[30:55], chunks[55:]]), n)
     assert idx.n_chunks == 80
+    many = idx.match_many([tokenize(t) for t in items])
+    for item, mm in zip(items, many):
+        one = idx.match(tokenize(item))
+        assert (mm.n_found, mm.n_ngrams, mm.longest_span, mm.spans) == (one.n_found, one.n_ngrams, one.longest_span,
+                                                                          one.spans)
     for item in items:
         m = idx.match(tokenize(item))
         found, total, longest = _brute(chunks, item, n)

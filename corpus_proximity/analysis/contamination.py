@@ -149,7 +149,7 @@ def score_items(texts: list[str], indexes: list[NgramIndex], similarity: np.ndar
 
     hasher = TokenHasher()
     tokens = [tokenize(t) for t in texts]
-    matches = {ix.n: [ix.match(t, hasher, cfg.max_spans) for t in tokens] for ix in indexes}
+    matches = {ix.n: ix.match_many(tokens, hasher, cfg.max_spans) for ix in indexes}
     first, last = matches[indexes[0].n], matches[indexes[-1].n]
     threshold = near_threshold(calibration, cfg)
     verdict, reason = verdicts(first, last, similarity, threshold, cfg)
@@ -170,7 +170,7 @@ def score_items(texts: list[str], indexes: list[NgramIndex], similarity: np.ndar
     df["evidence_chunks"] = [";".join(dict.fromkeys(e["chunk_id"] for e in ev)) for ev in evidence]
     df["evidence_spans"] = [json.dumps(ev, ensure_ascii=False) for ev in evidence]
     if answers is not None:
-        ans = [indexes[0].match(tokenize(a), hasher, cfg.max_spans) for a in answers]
+        ans = indexes[0].match_many([tokenize(a) for a in answers], hasher, cfg.max_spans)
         df[f"answer_ngram{indexes[0].n}_share"] = [m.share for m in ans]
         df[f"answer_ngram{indexes[0].n}_longest_span"] = [m.longest_span for m in ans]
         df["answer_verbatim"] = [m.longest_span >= m.n and m.share >= cfg.verbatim_share for m in ans]

@@ -52,13 +52,9 @@ class TokenHasher:
         memo = self.memo
         if len(memo) > self.max_memo:
             memo.clear()
-        out = np.empty(len(tokens), dtype=np.uint64)
-        for i, t in enumerate(tokens):
-            h = memo.get(t)
-            if h is None:
-                h = memo[t] = int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
-            out[i] = h
-        return out
+        for t in set(tokens).difference(memo):
+            memo[t] = int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+        return np.fromiter((memo[t] for t in tokens), dtype=np.uint64, count=len(tokens))
 
 
 def ngram_hashes(token_hashes: np.ndarray, n: int) -> np.ndarray:
@@ -76,6 +72,22 @@ def ngram_hashes(token_hashes: np.ndarray, n: int) -> np.ndarray:
         h *= _M2
         h ^= h >> np.uint64(31)
     return h
+
+
+def batch_ngram_hashes(token_lists: list[list[str]], hasher: TokenHasher, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n-gram hashes of many texts at once, and the text each came from (both in text order).
+
+    One rolling hash over the concatenated tokens, keeping the n-grams that do not cross a
+    boundary between texts: the same hashes as :func:`ngram_hashes` per text, without a numpy
+    call per text."""
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    flat = hasher([tok for toks in token_lists for tok in toks])
+    h = ngram_hashes(flat, n)
+    if not len(h):
+        return h, np.empty(0, dtype=np.int64)
+    owner = np.repeat(np.arange(len(token_lists)), lengths)
+    keep = owner[: len(h)] == owner[n - 1:]
+    return h[keep], owner[: len(h)][keep]
 
 
 @dataclass
@@ -147,13 +159,25 @@ class NgramIndex:
         """Overlap of one tokenised text with the corpus (see the module doc)."""
         h = ngram_hashes((hasher or TokenHasher())(tokens), self.n)
         found, rows = self.lookup(h)
+        return self._matched(len(tokens), found, rows, max_spans)
+
+    def match_many(self, token_lists: list[list[str]], hasher: TokenHasher | None = None,
+                   max_spans: int = 5) -> list[NgramMatch]:
+        """:meth:`match` for many texts, with one hashing pass and one binary search for all."""
+        h, owner = batch_ngram_hashes(token_lists, hasher or TokenHasher(), self.n)
+        found, rows = self.lookup(h)
+        bounds = np.searchsorted(owner, np.arange(len(token_lists) + 1))
+        return [self._matched(len(toks), found[a:b], rows[a:b], max_spans)
+                for toks, a, b in zip(token_lists, bounds[:-1], bounds[1:])]
+
+    def _matched(self, n_tokens: int, found: np.ndarray, rows: np.ndarray, max_spans: int) -> NgramMatch:
         runs = _runs(found)
         spans = []
         for a, b in sorted(runs, key=lambda r: (r[0] - r[1], r[0]))[:max_spans]:
             vals, counts = np.unique(rows[a:b], return_counts=True)
             spans.append(Span(int(a), int(b + self.n - 1), int(vals[np.argmax(counts)])))
         longest = max((b - a for a, b in runs), default=0)
-        return NgramMatch(self.n, len(tokens), len(h), int(found.sum()), longest + self.n - 1 if longest else 0, spans)
+        return NgramMatch(self.n, n_tokens, len(found), int(found.sum()), longest + self.n - 1 if longest else 0, spans)
 
 
 def _runs(found: np.ndarray) -> list[tuple[int, int]]:
@@ -180,18 +204,14 @@ def build_index(batches: Iterable[list[str]], n: int, progress=None) -> NgramInd
     parts_h, parts_r = [], []
     row, n_tokens = 0, 0
     for texts in batches:
-        hs, rs = [], []
-        for t in texts:
-            toks = tokenize(t)
-            n_tokens += len(toks)
-            g = ngram_hashes(hasher(toks), n)
-            hs.append(g)
-            rs.append(np.full(len(g), row, dtype=np.int32))
-            row += 1
-        if hs:
-            bh, br = _reduce(np.concatenate(hs), np.concatenate(rs))
+        toks = [tokenize(t) for t in texts]
+        n_tokens += sum(len(t) for t in toks)
+        h, owner = batch_ngram_hashes(toks, hasher, n)
+        if len(h):
+            bh, br = _reduce(h, (owner + row).astype(np.int32))
             parts_h.append(bh)
             parts_r.append(br)
+        row += len(texts)
         if progress is not None:
             progress(row, n_tokens)
     if not parts_h:
