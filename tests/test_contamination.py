@@ -309,3 +309,28 @@ def load_config_text(tmp: Path, corpus_expr: str):
                  f"config = ExperimentConfig(name='demo', cache_dir={str(tmp / 'cache')!r}, "
                  f"output_dir={str(tmp / 'out')!r}, corpus={corpus_expr})\n")
     return load_config(f)
+
+
+def _tab_script(root: str) -> None:
+    from pathlib import Path
+
+    from corpus_proximity.explore.contamination_view import contamination_tab
+
+    contamination_tab(Path(root))
+
+
+def test_dashboard_tab(planted):
+    from streamlit.testing.v1 import AppTest
+
+    tmp, cfg_file, _ = planted
+    out = tmp / "out" / "contam" / "contamination"
+    if not (out / "bench" / "summary.json").is_file():
+        assert contamination_main([str(cfg_file), "--quiet", "--benchmark", str(tmp / "bench.jsonl"),
+                                   "--text-field", "q"]) == 0
+    at = AppTest.from_function(_tab_script, args=(str(out),), default_timeout=60).run()
+    assert not at.exception
+    assert [m.label for m in at.metric] == ["verbatim", "near", "far"]
+    items = at.dataframe[-1].value  # the items table comes last
+    assert set(items["verdict"]) <= {"verbatim", "near"} and len(items) >= 76
+    empty = AppTest.from_function(_tab_script, args=(str(tmp / "nothing"),), default_timeout=60).run()
+    assert not empty.exception and "No contamination results" in empty.info[0].value

@@ -89,3 +89,39 @@ def contamination_section(root: Path) -> str:
     return ("<h2>Contamination: benchmark items in the corpus</h2><p class=meta>verbatim: a long n-gram span and "
             "most n-grams shared; near: many shorter n-grams shared, or an embedding similarity above the corpus's "
             "own nearest-neighbour similarities; far: neither (contamination.py).</p>\n" + "\n".join(parts))
+
+
+def contamination_tab(root: Path) -> None:
+    """The dashboard's Contamination tab (Streamlit): a benchmark, its verdict counts, accuracy by
+    level, the contaminated nodes and items. Tables are ``st.dataframe`` (text, never markup);
+    free text goes through ``st.text``."""
+    import streamlit as st
+
+    folders = sorted(p for p in root.iterdir() if (p / "summary.json").is_file()) if root.is_dir() else []
+    if not folders:
+        st.info("No contamination results for this config. Produce them with `python contamination.py CONFIG "
+                "--benchmark FILE --text-field FIELD`, then reload.")
+        return
+    folder = st.selectbox("benchmark", folders, format_func=lambda p: p.name, key="contam_bench")
+    s = json.loads((folder / "summary.json").read_text())
+    cols = st.columns(3)
+    for col, lv in zip(cols, LEVELS):
+        col.metric(lv, s["counts"][lv], f"{s['shares'][lv]:.1%}", delta_color="off")
+    st.text(f"{s['benchmark']} · near by meaning at cosine >= {s['calibration']['near_threshold']:.3f}")
+    acc = s.get("outcomes", {}).get("accuracy") or {}
+    if acc:
+        st.subheader("Accuracy by contamination level")
+        st.dataframe(pd.DataFrame([{"model": f, **{r["level"]: r["accuracy"] for r in a["levels"]},
+                                    **{f"n {r['level']}": r["n"] for r in a["levels"]},
+                                    "test": a["test"]["test"], "p": a["test"]["p"]} for f, a in acc.items()]),
+                     hide_index=True, key="contam_acc")
+    if (folder / "nodes.parquet").is_file():
+        st.subheader("Contamination per tree node")
+        nodes = pd.read_parquet(folder / "nodes.parquet")
+        st.dataframe(nodes.sort_values(["contaminated_share", "n_items"], ascending=False), hide_index=True,
+                     key="contam_nodes")
+    st.subheader("Items")
+    items = pd.read_parquet(folder / "items.parquet")
+    pick = st.multiselect("verdict", list(LEVELS), default=["verbatim", "near"], key="contam_levels")
+    st.dataframe(items[items["verdict"].isin(pick)].drop(columns=["evidence_spans"]), hide_index=True,
+                 key="contam_items")
