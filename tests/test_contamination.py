@@ -334,3 +334,15 @@ def test_dashboard_tab(planted):
     assert set(items["verdict"]) <= {"verbatim", "near"} and len(items) >= 76
     empty = AppTest.from_function(_tab_script, args=(str(tmp / "nothing"),), default_timeout=60).run()
     assert not empty.exception and "No contamination results" in empty.info[0].value
+
+
+def test_config_rejects_impossible_values():
+    from corpus_proximity.config import ContaminationConfig, ExperimentConfig, apply_overrides
+    from corpus_proximity.errors import InputError
+
+    with pytest.raises(InputError, match="contamination.ngram_sizes"):
+        ContaminationConfig(ngram_sizes=())
+    with pytest.raises(InputError, match="contamination.verbatim_share"):
+        ContaminationConfig(verbatim_share=0.0)
+    cfg = apply_overrides(ExperimentConfig(), ["contamination.ngram_sizes=13,10", "contamination.near_percentile=95"])
+    assert cfg.contamination.ngram_sizes == (13, 10) and cfg.contamination.near_percentile == 95.0
