@@ -23,6 +23,7 @@ from corpus_proximity.errors import InputError
 from corpus_proximity.explore import data as vc
 from corpus_proximity.explore import views as ex_
 from corpus_proximity.explore.app import error_views, node_view, sidebar
+from corpus_proximity.explore.contamination_view import contamination_tab
 from corpus_proximity.tree.tree import ROOT
 
 USAGE = "streamlit run dashboard.py -- CONFIG [--set SECTION.FIELD=VALUE] [--annotations DIR]"
@@ -67,7 +68,7 @@ def main() -> None:
     if ex.annotations is not None and opts.get("correct"):
         table = ex_.with_errors(table, vc.output_errors(ex.annotations, opts["field"], opts["correct"]))
     shown = ex_.filter_nodes(table, opts["max_depth"], opts["min_size"], opts["search"])
-    tabs = st.tabs(["Tree", "Clusters", "Node", "Map", "Errors"])
+    tabs = st.tabs(["Tree", "Clusters", "Node", "Map", "Errors", "Contamination"])
     with tabs[0]:
         if len(shown) <= 1:
             st.warning("No node matches the filters.")
@@ -101,6 +102,8 @@ def main() -> None:
                     f"--correct-field FIELD`, then reload.")
         else:
             error_views(ex, opts)
+    with tabs[5]:
+        contamination_tab(ex.cfg.outputs / "contamination")
 
 
 if __name__ == "__main__":

@@ -624,6 +624,51 @@ class MergeConfig:
 
 
 @dataclass(frozen=True)
+class ContaminationConfig:
+    """How much of a benchmark sits in the corpus, verbatim or near (contamination.py)."""
+
+    ngram_sizes: tuple[int, ...] = (13, 8)
+    """n of the hashed n-gram indexes, one cached index each. The first decides "verbatim" (13 as
+    in GPT-3's report); the last the n-gram part of "near" (8 as in later reports)."""
+    verbatim_share: float = 0.5
+    """Verbatim: the longest shared span is >= n tokens (first n) and at least this share of the
+    item's n-grams are in the corpus."""
+    near_share: float = 0.2
+    """Near (by text): at least this share of the item's n-grams (last n) are in the corpus."""
+    near_percentile: float = 99.0
+    """Near (by meaning): the item's nearest-chunk cosine similarity is at or above this percentile
+    of the corpus's own leave-one-document-out nearest-chunk similarities..."""
+    near_min_similarity: float = 0.8
+    """...and at least this cosine similarity (a floor for corpora of near-duplicates)."""
+    calibration_sample: int = 2000
+    """Corpus chunks whose leave-one-document-out nearest-chunk similarity makes the calibration."""
+    stage_field: str = "stage"
+    """Document metadata field naming a corpus stage (pretrain / mid-train / SFT); the stage × node
+    tests run when chunks carry it."""
+    alpha: float = 0.05
+    """Significance level of the accuracy × contamination and stage × node tests."""
+    max_spans: int = 5
+    """Shared spans kept as evidence per item and n."""
+    seed: int = 0
+    """Seed of the calibration sample."""
+    batch_size: int = 20_000
+    """Chunks per batch when building an index (memory, not results: not part of the cache key)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.ngram_sizes) >= 1 and all(n >= 1 for n in self.ngram_sizes), "contamination.ngram_sizes",
+               "must list at least one n >= 1")
+        _check(0.0 < self.verbatim_share <= 1.0, "contamination.verbatim_share", "must be in (0, 1]")
+        _check(0.0 < self.near_share <= 1.0, "contamination.near_share", "must be in (0, 1]")
+        _check(0.0 <= self.near_percentile <= 100.0, "contamination.near_percentile", "must be in [0, 100]")
+        _check(-1.0 <= self.near_min_similarity <= 1.0, "contamination.near_min_similarity", "must be in [-1, 1]")
+        _check(self.calibration_sample >= 1, "contamination.calibration_sample", "must be >= 1")
+        _check(bool(self.stage_field), "contamination.stage_field", "must be a non-empty field name")
+        _check(0.0 < self.alpha < 1.0, "contamination.alpha", "must be in (0, 1)")
+        _check(self.max_spans >= 1, "contamination.max_spans", "must be >= 1")
+        _check(self.batch_size >= 1, "contamination.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Experiment name; outputs go to `output_dir/<name>/`."""
@@ -643,6 +688,7 @@ class ExperimentConfig:
     soft_cluster: SoftClusterConfig = field(default_factory=SoftClusterConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name and "\\" not in self.name and self.name not in (".", "..")

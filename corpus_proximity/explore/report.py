@@ -11,6 +11,7 @@ import pandas as pd
 
 from corpus_proximity.cache import atomic_write_json
 from corpus_proximity.explore import views as ex_
+from corpus_proximity.explore.contamination_view import contamination_section
 from corpus_proximity.explore.data import Exploration, map_outputs, top_labels
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222}
@@ -71,7 +72,8 @@ def render_report(ex: Exploration, tree_kind: str = "sunburst") -> str:
             _html_table(top, {"coherence": "{:.2f}", "error_rate": "{:.1%}"}),
             "<h2>Map of the chunks</h2>",
             map_fig.to_html(full_html=False, include_plotlyjs=False, div_id="map"),
-            stats_section(ex)]
+            stats_section(ex),
+            contamination_section(ex.cfg.outputs / "contamination")]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>corpus-proximity: {html.escape(ex.cfg.name)}"
             f"</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
