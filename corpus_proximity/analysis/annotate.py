@@ -340,6 +340,7 @@ def write_outputs(out_dir: Path, df, analysis: dict) -> None:
 
 
 def print_analysis(analysis: dict, console=None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or cli.console
@@ -347,6 +348,10 @@ def print_analysis(analysis: dict, console=None) -> None:
         console.print(f"[yellow]skipped {s['correct_field']}: {s['reason']}[/yellow]")
     if analysis.get("note"):
         console.print(analysis["note"])
+    for f, o in (analysis.get("outside") or {}).items():
+        console.print(f"outside the corpus ({escape(f)}): {o['n']} of {analysis['n_rows']} outputs ({o['share']:.0%}) have no "
+                      f"chunk nearer than the corpus's own percentile {analysis['outside_percentile']:g} (cosine "
+                      f"similarity {analysis['outside_threshold']:.3f}); they are kept out of the per-cluster tests")
     if not analysis["analyses"]:
         return
     depths = sorted(analysis["analyses"][0]["depths"])
