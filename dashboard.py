@@ -73,7 +73,9 @@ def main() -> None:
         if len(shown) <= 1:
             st.warning("No node matches the filters.")
         else:
-            st.plotly_chart(ex_.tree_figure(shown, ex.samples, opts["kind"], opts["colour"]), key="tree")
+            who = f" · model {opts['correct']}" if opts.get("correct") and opts["colour"] == "error rate" else ""
+            st.plotly_chart(ex_.tree_figure(shown, ex.samples, opts["kind"], opts["colour"], title_suffix=who),
+                            key="tree")
     rows = shown[shown["id"] != ROOT]
     with tabs[1]:
         cols = [c for c in ("id", "name", "depth", "size", "noise", "noise_share", "coherence", "n_outputs", "errors",

@@ -186,3 +186,27 @@ def test_stability_column_and_colours(tree):
     assert colours[ROOT] == ex_.NA_COLOUR
     fig = ex_.tree_figure(table, {}, "sunburst", "stability", switches=True)
     assert any("stability" in (b.label or "") for m in fig.layout.updatemenus for b in m.buttons)
+
+
+def test_errors_chart_counts_every_output_in_its_deepest_cluster_and_outside_apart():
+    # rows 0-39 end at depth 0 in "0" (its largest cluster, most errors); 40-79 reach "1.0"; 80-89 outside
+    n = 90
+    d0 = np.array(["0"] * 40 + ["1"] * 50)
+    d1 = np.array([""] * 40 + ["1.0"] * 50)
+    correct = pd.array(np.r_[np.zeros(40, bool), np.ones(40, bool), np.zeros(10, bool)], dtype="boolean")
+    table = pd.DataFrame({"cluster_depth_0": d0, "cluster_depth_1": d1, "correct": correct,
+                          "outside": np.r_[np.zeros(80, bool), np.ones(10, bool)]})
+    ann = ex_.read_annotations(Path("a"), table, {"text_fields": ["question"], "correct_fields": ["m.ok"],
+                                                   "outside_percentile": 1.0})
+    for depth in (0, 1):
+        e = ex_.errors_by_cluster(ann, "question", "m.ok", depth, {}).set_index("cluster")
+        assert e["n"].sum() == n  # nobody vanishes at the deeper depth
+        assert e.loc["0", "errors"] == 40 and e.loc["outside", "n"] == 10
+        assert e.loc["outside", "name"] == "outside the corpus"
+    assert "1.0" in ex_.errors_by_cluster(ann, "question", "m.ok", 1, {})["cluster"].tolist()
+    o = ex_.outside_by_model(ann, "question").iloc[0]
+    assert (o["model"], o["n"], o["outside"], o["error_rate_outside"], o["error_rate_inside"]) == ("m.ok", 90, 10, 1.0, 0.5)
+    errs = ex_.errors_by_cluster(ann, "question", "m.ok", 1, {})
+    marker = ex_.errors_figure(errs, 50 / 90, "t").data[0].marker
+    assert marker.cmin + marker.cmax == pytest.approx(2 * 50 / 90)  # centred on the overall rate
+    assert marker.colorscale[0][1] != marker.colorscale[-1][1]  # diverging, not white-to-red

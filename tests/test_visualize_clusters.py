@@ -45,8 +45,8 @@ def write_config(path: Path, cfg) -> Path:
 def built(built_default, tmp_path_factory):
     """The session's small default pipeline (read only; this module adds its names and 2-D map to the
     cache) under its own experiment name, and graded synthetic model outputs annotated by the real
-    CLI: questions are chunk texts; every output whose question comes from the largest top-level
-    cluster is wrong."""
+    CLI: questions are chunk texts; every output of model "grade" whose question comes from the
+    largest top-level cluster is wrong; model "other" is wrong everywhere else."""
     tmp = tmp_path_factory.mktemp("vis")
     cfg = dataclasses.replace(built_default, name="exploration")
     cfg_file = write_config(tmp / "cfg.py", cfg)
@@ -56,14 +56,15 @@ def built(built_default, tmp_path_factory):
     other = np.setdiff1d(np.concatenate([tree.nodes[c].members for c in tree.root.children[1:]]), big.members)
     rng = np.random.default_rng(0)
     rows = [{"question": texts[i][:300], "answer": texts[int(rng.choice(other))][:300],
-             "grade": {"is_correct": bool(i not in set(big.members.tolist()))}}
+             "grade": {"is_correct": bool(i not in set(big.members.tolist()))},
+             "other": {"is_correct": bool(i in set(big.members.tolist()))}}
             for i in np.concatenate([rng.choice(big.members, 12, replace=False), rng.choice(other, 18, replace=False)])]
     results = tmp / "outputs.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ann_dir = cfg.outputs / "annotations" / "outputs"
     rc = annotate_with_clusters.main([str(cfg_file), "--results", str(results), "--text-field", "question",
                                       "--text-field", "answer", "--correct-field", "grade.is_correct",
-                                      "--out", str(ann_dir), "--quiet"])
+                                      "--correct-field", "other.is_correct", "--out", str(ann_dir), "--quiet"])
     assert rc == 0
     return cfg, cfg_file, tree, load_names(cfg), big.id
 
@@ -80,6 +81,11 @@ def test_report_shows_tree_map_and_statistics_and_exports_viewer_files(built, ca
     assert json.dumps(names[big])[1:-1] in page  # the tree's trace holds the names
     assert "Model outputs: where the errors are" in page and "graded by grade.is_correct" in page
     assert "cluster × correctness" in page and "all " + str(tree.n_points) + " chunks" in page
+    # every model has its view behind the selector, named in its titles; the errors chart says how it counts
+    assert "<select id=model-select" in page and ">other.is_correct</option>" in page
+    for k, m in enumerate(("grade.is_correct", "other.is_correct")):
+        assert f"id=model-{k}" in page and f"Top-level clusters · model {m}" in page and f"errors-{k}" in page
+    assert "deepest cluster at or above the chosen depth" in page and "Outside the corpus" in page
     items = json.loads((cfg.outputs / "items.json").read_text())
     coords = np.load(map2d.stage_dir(cfg).file("coords.npy"))
     assert len(items) == tree.n_points and np.isfinite(coords).all()
@@ -186,6 +192,16 @@ def test_dashboard_filters_drilldown_and_error_views(built, monkeypatch):
     assert list(agree["outputs"]) == ["all", "right", "wrong"]
     dist = next(f for f in frames if "p_wrong_farther" in f.columns)
     assert list(dist["distance"]) == ["to_cluster", "to_nearest_chunk"]
+    outside = next(f for f in frames if "outside_share" in f.columns)
+    assert list(outside["model"]) == ["grade.is_correct", "other.is_correct"] and (outside["n"] == 30).all()
+    assert any("deepest cluster at or above the chosen depth" in c.value for c in at.caption)
+    # the other model: its name in the titles, its errors elsewhere
+    assert at.sidebar.selectbox(key="correct").options == ["grade.is_correct", "other.is_correct"]
+    at.sidebar.selectbox(key="correct").set_value("other.is_correct").run()
+    assert not at.exception
+    assert any("Model: other.is_correct" in h.value for h in at.subheader)
+    err_table = next(f for f in (d.value for d in at.dataframe) if "q" in f.columns and "ci_low" in f.columns)
+    assert err_table.set_index("cluster").loc[big, "errors"] == 0
 
 
 def test_dashboard_without_annotations_or_tree_says_what_to_run(built, monkeypatch, tmp_path):
@@ -267,7 +283,14 @@ def test_browser_shows_the_named_tree_in_the_dashboard_and_the_report(built, tmp
         driver.get(report.as_uri())
         _wait_for(driver, names[big], 60, css="g.slice text")
         _wait_for(driver, "cluster × correctness", 10)
+        _wait_for(driver, "Top-level clusters · model grade.is_correct", 10)
         driver.save_screenshot(str(tmp_path / "report.png"))
+        from selenium.webdriver.support.ui import Select
+
+        Select(driver.find_element(By.ID, "model-select")).select_by_visible_text("other.is_correct")
+        _wait_for(driver, "Top-level clusters · model other.is_correct", 10)  # the other model's view shows
+        assert "Top-level clusters · model grade.is_correct" not in driver.find_element(By.TAG_NAME, "body").text
+        _wait_for(driver, names[big], 10, css="#model-1 g.slice text")  # its tree drawn at full size
     finally:
         driver.quit()
         server.terminate()

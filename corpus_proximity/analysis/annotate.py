@@ -382,6 +382,10 @@ def print_analysis(analysis: dict, console=None) -> None:
         console.print(f"[yellow]skipped {term(s['correct_field'])}: {term(s['reason'])}[/yellow]")
     if analysis.get("note"):
         console.print(term(analysis["note"]))
+    for f, o in (analysis.get("outside") or {}).items():
+        console.print(f"outside the corpus ({term(f)}): {o['n']} of {analysis['n_rows']} outputs ({o['share']:.0%}) have no "
+                      f"chunk nearer than the corpus's own percentile {analysis['outside_percentile']:g} (cosine "
+                      f"similarity {analysis['outside_threshold']:.3f}); they are kept out of the per-cluster tests")
     if not analysis["analyses"]:
         return
     depths = sorted(analysis["analyses"][0]["depths"])

@@ -11,7 +11,7 @@ import streamlit as st
 from corpus_proximity.explore import views as ex_
 from corpus_proximity.explore.data import Exploration
 from corpus_proximity.tree.tree import ROOT
-from corpus_proximity.untrusted import hover, markdown
+from corpus_proximity.untrusted import markdown
 
 
 def sidebar(ex: Exploration) -> dict:
@@ -26,7 +26,8 @@ def sidebar(ex: Exploration) -> dict:
     if ann is not None:
         sb.header("Model outputs")
         opts["field"] = sb.selectbox("text field", list(ann.fields), key="field")
-        opts["correct"] = sb.selectbox("graded by", list(ann.correct_cols), key="correct") if ann.graded else None
+        opts["correct"] = (sb.selectbox("model (graded by)", list(ann.correct_cols), key="correct")
+                           if ann.graded else None)
     colours = [c for c in ex_.colour_options(ex.table) if c != "error rate" or opts.get("correct")]
     opts["colour"] = sb.selectbox("colour by", colours, index=colours.index("coherence"), key="colour")
     return opts
@@ -63,6 +64,10 @@ def node_view(ex: Exploration, table, nid: str) -> None:
                 st.text(ex_.clip(ex.texts[int(i)], 300))
 
 
+def _outside_percentile(ann) -> str:
+    return f"percentile {ann.outside_percentile:g}" if ann.outside_percentile is not None else "calibration"
+
+
 def error_views(ex: Exploration, opts: dict) -> None:
     ann, tf, cf = ex.annotations, opts["field"], opts["correct"]
     if cf is None:
@@ -71,17 +76,23 @@ def error_views(ex: Exploration, opts: dict) -> None:
         return
     depths = ann.depths(tf)
     depth = st.selectbox("depth", depths, key="err_depth")
-    st.subheader("Which clusters hold most errors?")
+    st.subheader(f"Which clusters hold most errors? Model: {markdown(str(cf))}")
+    outside = ex_.outside_by_model(ann, tf)
+    row = outside[outside["model"] == cf].iloc[0]
+    st.markdown(f"Outside the corpus (nearest chunk farther than the corpus's own "
+                f"{_outside_percentile(ann)}): **{row['outside']}** of {row['n']} outputs of {markdown(str(cf))} "
+                f"({row['outside_share']:.0%}); they are kept out of the per-cluster tests.")
     res = ann.stats(tf, cf, depth)
     if res:
         st.markdown(f"**{markdown(res['summary'])}**")
         for w in res.get("warnings", []):
             st.caption(markdown(w))
     errs = ex_.errors_by_cluster(ann, tf, cf, depth, ex.names)
-    fig = px.bar(errs.head(25), x="errors", y=errs.head(25)["cluster"] + " " + errs.head(25)["name"].map(hover),
-                 color="error_rate", color_continuous_scale="Reds", orientation="h", labels={"y": "cluster"})
-    fig.update_layout(yaxis=dict(autorange="reversed"), height=420, margin=dict(t=10, b=10))
-    st.plotly_chart(fig, key="err_bar")
+    overall = float(errs["errors"].sum() / max(int(errs["n"].sum()), 1))
+    st.plotly_chart(ex_.errors_figure(errs, overall, f"errors by cluster at depth {depth}, model {cf}: colour = "
+                                                     f"error rate around the overall {overall:.0%}"), key="err_bar")
+    st.caption(ex_.ERRORS_CHART_NOTE)
+    st.dataframe(outside, hide_index=True, key="outside_table")
     st.dataframe(ex_.stats_table(res, ex.names) if res else errs, hide_index=True, key="err_table")
 
     st.subheader("Do model answers come from other clusters than the ground truth?")

@@ -52,7 +52,7 @@ class Exploration:
 def load_names(cfg: ExperimentConfig, config_arg: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """Names and descriptions of the config's nodes, and notes on what is missing (never fatal:
     a node without a name is shown by its id)."""
-    how = f"name them with `python naming_stage.py {config_arg} --tree` (offline, seconds)"
+    how = f"name them with `python name_clusters.py {config_arg} --tree` (offline, seconds)"
     if cfg.naming.namer == "none":
         return {}, {}, [f"naming.namer = none: nodes are shown by id; {how}"]
     try:
@@ -62,7 +62,7 @@ def load_names(cfg: ExperimentConfig, config_arg: str) -> tuple[dict[str, str], 
         return {}, {}, [f"{e}; until then nodes are shown by id"]
     desc = {nid: r.summary or ", ".join(r.keywords) for nid, r in records.items()}
     missing = sum(1 for r in records.values() if not r.name)
-    notes = [f"{missing} node(s) have no name (shown by id); rerun `python naming_stage.py {config_arg} --name`"] if missing else []
+    notes = [f"{missing} node(s) have no name (shown by id); rerun `python name_clusters.py {config_arg} --name`"] if missing else []
     return names, desc, notes
 
 
@@ -89,10 +89,12 @@ def load_annotations(path: Path, tree_dir: Path) -> ex_.Annotations:
 
 
 def output_errors(ann: ex_.Annotations, text_field: str, correct_field: str) -> pd.DataFrame:
-    """Per node: graded outputs of ``text_field`` placed in it, errors, error rate."""
+    """Per node: graded outputs of ``text_field`` placed in it, errors, error rate. Outputs outside
+    the corpus are in no node (not even the root's count): they are their own row in the error views."""
     by_depth = {d: ann.table[ann.col(text_field, f"cluster_depth_{d}")].astype(str).to_numpy()
                 for d in ann.depths(text_field)}
-    return ex_.node_errors(by_depth, *ann.outcome(correct_field))
+    graded, correct = ann.outcome(correct_field)
+    return ex_.node_errors(by_depth, graded & ~ann.outside(text_field), correct)
 
 
 def load_exploration(cfg: ExperimentConfig, annotations: Path | None = None, field_label: str | None = None,

@@ -59,6 +59,9 @@ class Annotations:
     """Text field → its column prefix ("" when only one field was annotated)."""
     correct_cols: dict[str, str] = field(default_factory=dict)
     """Correctness field → its column in ``table``."""
+    outside_percentile: float | None = None
+    """The corpus percentile of nearest-chunk similarity below which an output is outside (None:
+    annotated before outputs were calibrated)."""
 
     @property
     def graded(self) -> bool:
@@ -71,6 +74,25 @@ class Annotations:
         """(graded, correct) per row; ``correct`` is False where the row was not graded."""
         v = self.table[self.correct_cols[correct_field]].astype("boolean")
         return v.notna().to_numpy(), v.fillna(False).to_numpy(dtype=bool)
+
+    def outside(self, text_field: str) -> np.ndarray:
+        """Per row: outside the corpus (the annotation's calibration); all False for annotations
+        made before it was computed."""
+        col = self.col(text_field, "outside")
+        if col not in self.table:
+            return np.zeros(len(self.table), dtype=bool)
+        return self.table[col].astype("boolean").fillna(False).to_numpy(dtype=bool)
+
+    def clusters_at(self, text_field: str, depth: int) -> np.ndarray:
+        """Each output's deepest cluster at or above ``depth`` (an output whose path ends above
+        ``depth`` counts in its leaf, as in the statistics), "" where it has none."""
+        labels = np.full(len(self.table), "", dtype=object)
+        for d in self.depths(text_field):
+            if d > depth:
+                break
+            lab = self.table[self.col(text_field, f"cluster_depth_{d}")].fillna("").astype(str).to_numpy()
+            labels = np.where(lab != "", lab, labels)
+        return labels
 
     def depths(self, text_field: str) -> list[int]:
         head = self.fields[text_field] + "cluster_depth_"
@@ -108,7 +130,8 @@ def read_annotations(path: Path, table: pd.DataFrame, analysis: dict) -> Annotat
         cols = {f: f"correct.{_alias(f)}" for f in correct_fields if f"correct.{_alias(f)}" in table.columns}
     if not cols and "correct" in table.columns:
         cols["correct"] = "correct"
-    return Annotations(path, table, list(analysis.get("analyses") or []), fields, cols)
+    return Annotations(path, table, list(analysis.get("analyses") or []), fields, cols,
+                       analysis.get("outside_percentile"))
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -225,10 +248,10 @@ def node_colours(table: pd.DataFrame, colour_by: str) -> list[str]:
 
 
 def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = "sunburst",
-                colour_by: str = "depth", switches: bool = False, height: int = 720) -> go.Figure:
+                colour_by: str = "depth", switches: bool = False, height: int = 720, title_suffix: str = "") -> go.Figure:
     """The named tree as a sunburst / treemap / icicle; labels are name and size, hover shows the
     node's statistics and sample texts. ``switches`` adds dropdowns to change kind and colour in
-    the browser (for the standalone report)."""
+    the browser (for the standalone report); ``title_suffix`` (e.g. the model shown) follows every title."""
     if kind not in TREE_KINDS:
         raise ValueError(f"kind must be one of {TREE_KINDS}")
     colour_keys = colour_options(table)
@@ -249,11 +272,12 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
                  maxdepth=-1)
     fig = go.Figure(trace)
     fig.update_layout(margin=dict(t=60, l=5, r=5, b=5), height=height,
-                      title=dict(text=COLOUR_BY[colour_by][2], font=dict(size=13), x=0.5))
+                      title=dict(text=hover(COLOUR_BY[colour_by][2] + title_suffix), font=dict(size=13), x=0.5))
     if switches:
         kinds = [dict(label=k, method="restyle", args=[{"type": k}]) for k in TREE_KINDS]
         colours = [dict(label=f"colour: {c}", method="update",
-                        args=[{"marker.colors": [node_colours(table, c)]}, {"title.text": COLOUR_BY[c][2]}])
+                        args=[{"marker.colors": [node_colours(table, c)]},
+                              {"title.text": hover(COLOUR_BY[c][2] + title_suffix)}])
                    for c in colour_keys]
         fig.update_layout(updatemenus=[
             dict(buttons=kinds, x=0.0, y=1.08, xanchor="left", yanchor="top", active=TREE_KINDS.index(kind)),
@@ -334,20 +358,60 @@ def stats_table(res: dict, names: dict[str, str]) -> pd.DataFrame:
         ["cluster", "name", "n", "errors", "error_rate", "ci_low", "ci_high", "rate_elsewhere", "test", "p", "q"]]
 
 
+OUTSIDE = "outside"
+ERRORS_CHART_NOTE = ("each output counts in its deepest cluster at or above the chosen depth (an output whose "
+                     "path ends higher stays in its leaf); outputs outside the corpus are their own row")
+
+
 def errors_by_cluster(ann: Annotations, text_field: str, correct_field: str, depth: int,
                       names: dict[str, str]) -> pd.DataFrame:
-    """Which clusters hold most errors: per cluster at ``depth`` (noise as "-1"), graded outputs,
-    errors, error rate and the cluster's share of all errors, most errors first."""
+    """Which clusters hold most errors: per cluster (see ERRORS_CHART_NOTE; noise as "-1", outputs
+    outside the corpus as "outside"), graded outputs, errors, error rate and the cluster's share of
+    all errors, most errors first. Every graded output is counted once, whatever ``depth``."""
     graded, right = ann.outcome(correct_field)
-    labels = ann.table[ann.col(text_field, f"cluster_depth_{depth}")].astype(str).to_numpy()
+    labels = ann.clusters_at(text_field, depth)
+    labels = np.where(ann.outside(text_field), OUTSIDE, labels)
     keep = graded & (labels != "")
     df = pd.DataFrame({"cluster": labels[keep], "wrong": ~right[keep]})
     g = df.groupby("cluster")["wrong"].agg(n="size", errors="sum").reset_index()
     g["errors"] = g["errors"].astype(int)
     g["error_rate"] = g["errors"] / g["n"]
     g["share_of_errors"] = g["errors"] / max(int(g["errors"].sum()), 1)
-    g.insert(1, "name", [names.get(c, "noise" if c == NOISE else c) for c in g["cluster"]])
+    g.insert(1, "name", [names.get(c, {NOISE: "noise", OUTSIDE: "outside the corpus"}.get(c, c)) for c in g["cluster"]])
     return g.sort_values(["errors", "n"], ascending=False).reset_index(drop=True)
+
+
+def errors_figure(errs: pd.DataFrame, overall_rate: float, title: str, top: int = 25) -> go.Figure:
+    """Horizontal bars of errors per cluster, coloured on a diverging scale centred on the overall
+    error rate (blue = fewer errors than overall, red = more; symmetric, so equal colours mean equal
+    distances from the overall rate)."""
+    e = errs.head(top)
+    span = max(float(np.nanmax(np.abs(e["error_rate"] - overall_rate))) if len(e) else 0.0, 0.05)
+    fig = go.Figure(go.Bar(
+        x=e["errors"], y=[hover(f"{c} {nm}") for c, nm in zip(e["cluster"], e["name"])], orientation="h",
+        marker=dict(color=e["error_rate"], colorscale="RdBu_r", cmin=overall_rate - span, cmax=overall_rate + span,
+                    colorbar=dict(title="error rate", tickformat=".0%")),
+        hovertext=[f"{hover(str(c))} {hover(str(nm))}: {n} outputs, {k} wrong ({r:.0%})"
+                   for c, nm, n, k, r in zip(e["cluster"], e["name"], e["n"], e["errors"], e["error_rate"])],
+        hoverinfo="text"))
+    fig.update_layout(title=dict(text=hover(title), font=dict(size=13)), yaxis=dict(autorange="reversed"),
+                      height=max(260, 24 * len(e) + 120), margin=dict(t=50, b=10))
+    return fig
+
+
+def outside_by_model(ann: Annotations, text_field: str) -> pd.DataFrame:
+    """Per correctness field (model): graded outputs, how many are outside the corpus, their share,
+    and the error rate outside against inside."""
+    out = ann.outside(text_field)
+    rows = []
+    for cf in ann.correct_cols or {"(not graded)": None}:
+        graded, right = ann.outcome(cf) if cf in ann.correct_cols else (np.ones(len(out), bool), np.ones(len(out), bool))
+        o, i = graded & out, graded & ~out
+        rows.append({"model": cf, "n": int(graded.sum()), "outside": int(o.sum()),
+                     "outside_share": o.sum() / max(int(graded.sum()), 1),
+                     "error_rate_outside": float((~right[o]).mean()) if o.any() else np.nan,
+                     "error_rate_inside": float((~right[i]).mean()) if i.any() else np.nan})
+    return pd.DataFrame(rows)
 
 
 def cluster_agreement(ann: Annotations, field_a: str, field_b: str, depth: int,
