@@ -115,8 +115,9 @@ def execute(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], ec: Ensem
 
 
 def init_ray(address: str | None) -> None:
-    """Start (``address`` None: a local Ray on 127.0.0.1 only, shut down with this process, its
-    processes killed with it) or join a Ray cluster, once per process."""
+    """Start (``address`` None: a local Ray with node address 127.0.0.1, shut down with this process,
+    its processes killed with it) or join a Ray cluster, once per process. Ray's agents still listen
+    on the host's address and on "::" (tests/test_reliability.py, slow): not yet bound to 127.0.0.1."""
     import ray
 
     if ray.is_initialized():
