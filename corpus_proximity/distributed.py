@@ -1,7 +1,8 @@
 """Ray for the stages that scale out (embedding, ensemble runs): one way to start or join it.
 
-``address`` None (and no ``RAY_ADDRESS``) starts a local Ray that listens on 127.0.0.1 only and is
-shut down, its processes killed, with this process; an address joins that cluster. The package ships
+``address`` None (and no ``RAY_ADDRESS``) starts a local Ray with node address 127.0.0.1, shut down,
+its processes killed, with this process (Ray 2.60's agents still listen on the host's address and on
+"::": tests/test_reliability.py, slow, checks only that they die with the parent); an address joins that cluster. The package ships
 to the workers through ``runtime_env`` (a cluster's nodes need not have it installed).
 """
 
