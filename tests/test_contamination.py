@@ -346,3 +346,12 @@ def test_config_rejects_impossible_values():
         ContaminationConfig(verbatim_share=0.0)
     cfg = apply_overrides(ExperimentConfig(), ["contamination.ngram_sizes=13,10", "contamination.near_percentile=95"])
     assert cfg.contamination.ngram_sizes == (13, 10) and cfg.contamination.near_percentile == 95.0
+
+
+def test_near_threshold_ignores_exact_duplicates():
+    from corpus_proximity.analysis.contamination import near_threshold
+    from corpus_proximity.config import ContaminationConfig
+
+    cal = np.sort(np.r_[np.linspace(0.3, 0.9, 980), np.ones(20)])
+    t = near_threshold(cal, ContaminationConfig(near_percentile=99.0, near_min_similarity=0.5))
+    assert 0.88 < t < 0.9
