@@ -43,6 +43,7 @@ from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, s
 from corpus_proximity.config import ContaminationConfig, ExperimentConfig
 from corpus_proximity.errors import InputError
 from corpus_proximity.text import chunking
+from corpus_proximity.tree.placement import calibrate_outside, nn_percentile
 
 NGRAM_STAGE, NGRAM_VERSION = "ngrams", 1
 LEVELS = ("verbatim", "near", "far")
@@ -82,33 +83,11 @@ def run_ngram_index(cfg: ExperimentConfig, n: int, log=cli.console) -> NgramInde
 # --- calibration ------------------------------------------------------------------------------
 
 def corpus_nn_similarities(embeddings: np.ndarray, doc_ids, sample: int, seed: int) -> np.ndarray:
-    """Leave-one-document-out nearest-chunk cosine similarity of a seeded sample of chunks.
-
-    For ``min(sample, n)`` chunks drawn without replacement (seed ``seed``), the largest cosine
-    similarity to any chunk of *another* document (exact, blocked matrix products): the
-    distribution of "how close is a corpus text to the rest of the corpus", against which a
-    query's nearest-chunk similarity is read as a percentile. Returns the similarities sorted
-    ascending (NaN-free; a sampled chunk of a corpus with one document is dropped)."""
-    X = np.asarray(embeddings, dtype=np.float32)
-    doc_ids = np.asarray(doc_ids)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(X), min(sample, len(X)), replace=False))
-    _, doc_code = np.unique(doc_ids, return_inverse=True)
-    out = np.empty(len(rows), dtype=np.float32)
-    block = max(1, min(512, (1 << 25) // max(1, len(X))))  # a block of similarities stays ~128 MiB
-    for lo in range(0, len(rows), block):
-        r = rows[lo:lo + block]
-        sims = X[r] @ X.T
-        sims[doc_code[r][:, None] == doc_code[None, :]] = -np.inf
-        out[lo:lo + block] = sims.max(axis=1)
-    return np.sort(out[np.isfinite(out)])
-
-
-def percentile_of(values: np.ndarray, reference_sorted: np.ndarray) -> np.ndarray:
-    """Percent of the reference at or below each value (0-100)."""
-    if len(reference_sorted) == 0:
-        return np.full(len(values), np.nan)
-    return 100.0 * np.searchsorted(reference_sorted, values, side="right") / len(reference_sorted)
+    """The corpus's leave-one-document-out nearest-chunk similarities of a seeded sample (sorted), the
+    placement stage's calibration (:func:`calibrate_outside`), without the chunks of a document that
+    holds the whole corpus (they have no other document to be near)."""
+    sims = calibrate_outside(embeddings, doc_ids, sample, seed)
+    return sims[sims > -1.0]
 
 
 # --- verdicts ---------------------------------------------------------------------------------
@@ -164,7 +143,7 @@ def score_items(texts: list[str], indexes: list[NgramIndex], similarity: np.ndar
         df[f"ngram{n}_longest_span"] = [m.longest_span for m in ms]
     df["nearest_chunk"] = [chunk_ids[i] if i >= 0 else "" for i in nearest_row]
     df["similarity"] = similarity.astype(np.float32)
-    df["similarity_percentile"] = percentile_of(similarity, calibration)
+    df["similarity_percentile"] = nn_percentile(similarity, calibration)
     df["verdict"] = verdict
     df["reason"] = reason
     evidence = []

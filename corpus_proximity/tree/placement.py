@@ -108,8 +108,15 @@ def calibrate_outside(corpus: np.ndarray, doc_ids, n_sample: int, seed: int, blo
     return np.sort(best)
 
 
+def nn_percentile(nn_sim: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """Percent of the corpus's own nearest-chunk similarities at or below each ``nn_sim`` (0-100;
+    NaN against an empty calibration)."""
+    cal = np.sort(np.asarray(calibration, dtype=np.float32))
+    if len(cal) == 0:
+        return np.full(len(nn_sim), np.nan, dtype=np.float32)
+    return (100.0 * np.searchsorted(cal, nn_sim, side="right") / len(cal)).astype(np.float32)
+
+
 def outside_flags(nn_sim: np.ndarray, calibration: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
     """(percentile of each nn_sim in the corpus's own distribution, 0-100; outside flag)."""
-    cal = np.sort(np.asarray(calibration, dtype=np.float32))
-    pct = 100.0 * np.searchsorted(cal, nn_sim, side="right") / max(len(cal), 1)
-    return pct.astype(np.float32), np.asarray(nn_sim) < np.percentile(cal, percentile)
+    return nn_percentile(nn_sim, calibration), np.asarray(nn_sim) < np.percentile(calibration, percentile)
