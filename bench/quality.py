@@ -28,7 +28,7 @@ share clustered, cluster count; per method: wall time (after an untimed warm-up 
 on a small random set so no one pays numba compilation) and hierarchy consistency.
 
     .venv/bin/python bench/quality.py --quick     # tiny default + pylibs (25/subpackage) + synthetic 3,000
-                                                  # + pywide and debian (60 per fine class)
+                                                  # + pywide (40) and debian (60 per fine class)
     .venv/bin/python bench/quality.py             # full default + pylibs (150/subpackage) + synthetic 10,000
                                                   # + pywide and debian (150 per fine class)
     .venv/bin/python bench/quality.py --quick --sweep    # also ours under the lever overrides below
@@ -220,7 +220,7 @@ def markdown(rows: list[dict], truths: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 25/subpackage, synthetic 3,000, pywide and debian 60/fine class")
+    p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 25/subpackage, synthetic 3,000, pywide 40 and debian 60/fine class")
     p.add_argument("--corpora", nargs="*", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="clustering.F=V",
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                    "clustering_01_tiny.py" if args.quick else "clustering_02_full.py"))),
                "pylibs": lambda: labelled.load_pylibs(25 if args.quick else 150, tiny),
                "synthetic": lambda: labelled.load_synthetic(100 if args.quick else 333, tiny.clustering),
-               "pywide": lambda: labelled.load_pywide(60 if args.quick else 150, tiny),
+               "pywide": lambda: labelled.load_pywide(40 if args.quick else 150, tiny),
                "debian": lambda: labelled.load_debian(60 if args.quick else 150, tiny)}
     started = datetime.datetime.now()
     datasets = []

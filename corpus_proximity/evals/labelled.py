@@ -227,7 +227,9 @@ def _load_written(name: str, docs: list[dict], base: ExperimentConfig, coarse: s
     body = "".join(json.dumps(d) + "\n" for d in docs)
     if not path.is_file() or path.read_text() != body:
         atomic_write_text(path, body)
-    cfg = dataclasses.replace(base, name=name, corpus=dataclasses.replace(base.corpus, path=str(path)))
+    # one chunk per document (the model reads its first 256 tokens): a document's labels are its chunk's
+    cfg = dataclasses.replace(base, name=name, corpus=dataclasses.replace(base.corpus, path=str(path)),
+                              chunking=dataclasses.replace(base.chunking, strategy="none"))
     return embedded(cfg, name, coarse, fine)
 
 
