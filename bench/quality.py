@@ -64,19 +64,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("ours", "bertopic", "bertopic-own", "evoc", "evoc-own", "global2", "kmeans-oracle")
 CORPORA = ("default", "pylibs", "synthetic", "pywide", "debian")
-SWEEP = (  # ours under the default root (hybrid) and the root candidates it was chosen against
+SWEEP = (  # ours under the root candidates: the breadth rule (layers) and its knobs, and the density roots
+    ["clustering.root_clusterer=layers"],
+    ["clustering.root_clusterer=layers", "clustering.max_children=20"],
     ["clustering.root_clusterer=hdbscan"],
-    ["clustering.root_clusterer=kmeans"],
-    ["clustering.root_clusterer=kmeans", "clustering.kmeans_kmax=8"],
-    ["clustering.root_clusterer=kmeans", "clustering.kmeans_kmax=10"],
-    ["clustering.hdbscan_min_samples=5"],
-    ["clustering.hdbscan_min_samples=3"],
     ["clustering.base_pct=0.02"],
-    ["clustering.root_clusterer=hdbscan", "clustering.hdbscan_min_samples=5"],
-    ["clustering.seed=1"],
-    ["clustering.root_clusterer=hdbscan", "clustering.seed=1"],
+    ["clustering.root_clusterer=hdbscan", "clustering.base_pct=0.02"],
 )
-
 
 # --- methods: (X, data, k_coarse, k_fine, cfg) -> (coarse labels, fine labels), -1 = noise --------
 

@@ -234,7 +234,26 @@ def _load_written(name: str, docs: list[dict], base: ExperimentConfig, coarse: s
 
 
 def load_pywide(per_fine: int, base: ExperimentConfig) -> Labelled:
-    return _load_written(f"pywide-{per_fine}", pywide_docs(per_fine), base, "library", "subpackage")
+    """The scan of 13 libraries' sources takes a minute or more: reused while their versions hold."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(lib):
+        try:
+            return version({"sklearn": "scikit-learn", "PIL": "pillow"}.get(lib, lib))
+        except PackageNotFoundError:
+            return None
+    name = f"pywide-{per_fine}"
+    path = Path(base.cache_dir).resolve() / "bench-corpora" / f"{name}.jsonl"
+    stamp = path.with_suffix(".versions.json")
+    versions = json.dumps({lib: ver(lib) for lib in PYWIDE}, sort_keys=True)
+    if path.is_file() and stamp.is_file() and stamp.read_text() == versions:
+        docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        docs = pywide_docs(per_fine)
+    out = _load_written(name, docs, base, "library", "subpackage")
+    if not stamp.is_file() or stamp.read_text() != versions:
+        atomic_write_text(stamp, versions)
+    return out
 
 
 def load_debian(per_fine: int, base: ExperimentConfig) -> Labelled:
