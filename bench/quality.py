@@ -68,8 +68,6 @@ SWEEP = (  # ours under the root candidates: the breadth rule (layers) and its k
     ["clustering.root_clusterer=layers"],
     ["clustering.root_clusterer=layers", "clustering.max_children=20"],
     ["clustering.root_clusterer=hdbscan"],
-    ["clustering.base_pct=0.02"],
-    ["clustering.root_clusterer=hdbscan", "clustering.base_pct=0.02"],
 )
 
 # --- methods: (X, data, k_coarse, k_fine, cfg) -> (coarse labels, fine labels), -1 = noise --------
