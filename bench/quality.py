@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import sys
 import time
@@ -247,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.methods:
             print(f"quality: {data.name}: {m} …", file=sys.stderr, flush=True)
             rows.append(evaluate(m, data, cfg_for(data, [])))
+            print(f"quality: row {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
         for extra in SWEEP if args.sweep else ():
             label = "ours " + " ".join(e.removeprefix("clustering.") for e in extra)
             print(f"quality: {data.name}: {label} …", file=sys.stderr, flush=True)
             rows.append(evaluate("ours", data, cfg_for(data, extra), label))
+            print(f"quality: row {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     machine, table = machine_info(), markdown(rows, truths)
     sha = machine["git_sha"]
     # a sweep, an override or a subset of methods/corpora does not replace the side-by-side table
