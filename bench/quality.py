@@ -10,9 +10,13 @@ Methods (all on the same L2-normalised vectors):
   HDBSCAN min_cluster_size 10), UMAP seeded; fine = its topics (-1 = noise). Coarse: its
   ``hierarchical_topics(docs, use_ctfidf=False)`` (ward linkage on the topic embeddings, i.e. the
   mean embedding of each topic's documents: comparable on synthetic vectors that have no text)
-  cut where the true coarse count of groups remains (closest merges applied first); noise stays noise.
+  cut where the true coarse count of groups remains (closest merges applied first; an oracle: it is
+  told the coarse count); noise stays noise.
 - **evoc**: ``evoc.EVoC(random_state=seed)``; coarse and fine = the layer whose cluster count is
-  closest to the true coarse and fine counts.
+  closest to the true coarse and fine counts (an oracle: it is told both counts).
+- **evoc-own**: the same fit with no oracle: coarse = EVoC's default ``labels_``, fine = its finest layer.
+- **bertopic-own**: BERTopic with no oracle: fine = its topics, coarse = its own automatic reduction
+  (``reduce_topics(nr_topics="auto")``, HDBSCAN on the topic embeddings).
 - **global2**: one UMAP projection of all points (our root reducer), HDBSCAN with our root's
   min_cluster_size, then HDBSCAN again inside each coarse cluster *on the same projection*
   (depth-1 min_cluster_size): our recursion without re-projection.
@@ -24,7 +28,9 @@ share clustered, cluster count; per method: wall time (after an untimed warm-up 
 on a small random set so no one pays numba compilation) and hierarchy consistency.
 
     .venv/bin/python bench/quality.py --quick     # tiny default + pylibs (25/subpackage) + synthetic 3,000
+                                                  # + pywide (40) and debian (60 per fine class)
     .venv/bin/python bench/quality.py             # full default + pylibs (150/subpackage) + synthetic 10,000
+                                                  # + pywide and debian (150 per fine class)
     .venv/bin/python bench/quality.py --quick --sweep    # also ours under the lever overrides below
 
 Writes ``bench/results/<date>-<git sha>-quality.json`` and ``bench/results/latest-quality.md``
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import sys
 import time
@@ -46,7 +53,7 @@ import numpy as np
 
 from corpus_proximity.cache import atomic_write_json, atomic_write_text
 from corpus_proximity.config import ExperimentConfig, apply_overrides, load_config, to_dict
-from corpus_proximity.evals.labelled import Labelled, load_default, load_pylibs, load_synthetic
+from corpus_proximity.evals import labelled
 from corpus_proximity.evals.quality import cut_hierarchy, hierarchy_consistency, level_scores
 from corpus_proximity.tree.build import min_cluster_size, node_seed, recursive_cluster
 from corpus_proximity.tree.clusterers import make_clusterer, make_reducer
@@ -56,21 +63,13 @@ from bench_tree import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-METHODS = ("ours", "bertopic", "evoc", "global2", "kmeans-oracle")
-CORPORA = ("default", "pylibs", "synthetic")
-SWEEP = (  # ours under the default root (hybrid) and the root candidates it was chosen against
+METHODS = ("ours", "bertopic", "bertopic-own", "evoc", "evoc-own", "global2", "kmeans-oracle")
+CORPORA = ("default", "pylibs", "synthetic", "pywide", "debian")
+SWEEP = (  # ours under the root candidates: the breadth rule (layers) and its knobs, and the density roots
+    ["clustering.root_clusterer=layers"],
+    ["clustering.root_clusterer=layers", "clustering.max_children=20"],
     ["clustering.root_clusterer=hdbscan"],
-    ["clustering.root_clusterer=kmeans"],
-    ["clustering.root_clusterer=kmeans", "clustering.kmeans_kmax=8"],
-    ["clustering.root_clusterer=kmeans", "clustering.kmeans_kmax=10"],
-    ["clustering.hdbscan_min_samples=5"],
-    ["clustering.hdbscan_min_samples=3"],
-    ["clustering.base_pct=0.02"],
-    ["clustering.root_clusterer=hdbscan", "clustering.hdbscan_min_samples=5"],
-    ["clustering.seed=1"],
-    ["clustering.root_clusterer=hdbscan", "clustering.seed=1"],
 )
-
 
 # --- methods: (X, data, k_coarse, k_fine, cfg) -> (coarse labels, fine labels), -1 = noise --------
 
@@ -81,20 +80,40 @@ def run_ours(X, data, kc, kf, cfg):
     return d0, np.where(d1 == "", d0, d1)
 
 
-def run_bertopic(X, data, kc, kf, cfg):
+def _bertopic_fit(X, data, cfg):
     from bertopic import BERTopic
     from umap import UMAP
 
     docs = data.texts if data.texts is not None else [f"w{i % 97} w{i % 89}" for i in range(len(X))]
     umap_model = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=cfg.seed)
     model = BERTopic(umap_model=umap_model)
-    fine = np.asarray(model.fit_transform(docs, embeddings=X)[0])
+    return model, docs, np.asarray(model.fit_transform(docs, embeddings=X)[0])
+
+
+def run_bertopic(X, data, kc, kf, cfg):
+    model, docs, fine = _bertopic_fit(X, data, cfg)
     n_topics = len(set(fine.tolist()) - {-1})
     if n_topics <= kc:
         return fine, fine
     hier = model.hierarchical_topics(docs, use_ctfidf=False)
     merges = [(float(d), list(t)) for d, t in zip(hier["Distance"], hier["Topics"])]
     return cut_hierarchy(fine, merges, kc), fine
+
+
+def run_bertopic_own(X, data, kc, kf, cfg):
+    model, docs, fine = _bertopic_fit(X, data, cfg)
+    if len(set(fine.tolist()) - {-1}) < 2:
+        return fine, fine
+    model.reduce_topics(docs, nr_topics="auto")
+    return np.asarray(model.topics_), fine
+
+
+def run_evoc_own(X, data, kc, kf, cfg):
+    import evoc
+
+    model = evoc.EVoC(random_state=cfg.seed)
+    coarse = np.asarray(model.fit_predict(X))
+    return coarse, np.asarray(model.cluster_layers_[0])
 
 
 def run_evoc(X, data, kc, kf, cfg):
@@ -134,11 +153,11 @@ def run_kmeans_oracle(X, data, kc, kf, cfg):
     return tuple(KMeans(k, n_init=4, random_state=cfg.seed).fit_predict(X) for k in (kc, kf))
 
 
-RUNNERS = {"ours": run_ours, "bertopic": run_bertopic, "evoc": run_evoc, "global2": run_global2,
-           "kmeans-oracle": run_kmeans_oracle}
+RUNNERS = {"ours": run_ours, "bertopic": run_bertopic, "bertopic-own": run_bertopic_own, "evoc": run_evoc,
+           "evoc-own": run_evoc_own, "global2": run_global2, "kmeans-oracle": run_kmeans_oracle}
 
 
-def evaluate(method: str, data: Labelled, cfg, label: str | None = None) -> dict:
+def evaluate(method: str, data: labelled.Labelled, cfg, label: str | None = None) -> dict:
     kc, kf = len(set(data.coarse.tolist())), len(set(data.fine.tolist()))
     row = {"data": data.name, "method": label or method, "n": len(data.X)}
     t0 = time.perf_counter()
@@ -160,7 +179,7 @@ def warm_up(methods, cfg) -> None:
     X = rng.standard_normal((600, 32)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     y = np.arange(600) % 4
-    toy = Labelled("warm-up", X, y, np.arange(600) % 8, None, cfg)
+    toy = labelled.Labelled("warm-up", X, y, np.arange(600) % 8, None, cfg)
     for m in methods:
         try:
             RUNNERS[m](X, toy, 4, 8, dataclasses.replace(cfg, min_cluster_floor=10, floor_base=20))
@@ -194,7 +213,7 @@ def markdown(rows: list[dict], truths: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 25/subpackage, synthetic 3,000")
+    p.add_argument("--quick", action="store_true", help="tiny default corpus, pylibs 25/subpackage, synthetic 3,000, pywide 40 and debian 60/fine class")
     p.add_argument("--corpora", nargs="*", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="clustering.F=V",
@@ -204,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tiny = load_config(ROOT / "configs" / ("clustering_01_tiny.py" if args.quick else "clustering_02_full.py"))
-    loaders = {"default": lambda: load_default(str(ROOT / "configs" / (
+    loaders = {"default": lambda: labelled.load_default(str(ROOT / "configs" / (
                    "clustering_01_tiny.py" if args.quick else "clustering_02_full.py"))),
-               "pylibs": lambda: load_pylibs(25 if args.quick else 150, tiny),
-               "synthetic": lambda: load_synthetic(100 if args.quick else 333, tiny.clustering)}
+               "pylibs": lambda: labelled.load_pylibs(25 if args.quick else 150, tiny),
+               "synthetic": lambda: labelled.load_synthetic(100 if args.quick else 333, tiny.clustering),
+               "pywide": lambda: labelled.load_pywide(40 if args.quick else 150, tiny),
+               "debian": lambda: labelled.load_debian(60 if args.quick else 150, tiny)}
     started = datetime.datetime.now()
     datasets = []
     for name in args.corpora:
@@ -215,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quality: {data.describe()}", file=sys.stderr, flush=True)
         datasets.append(data)
 
-    def cfg_for(data: Labelled, extra: list[str]):
+    def cfg_for(data: labelled.Labelled, extra: list[str]):
         # n_jobs=1: the bench machine is shared; every method gets one process.
         exp = ExperimentConfig(clustering=dataclasses.replace(data.clustering, n_jobs=1))
         return apply_overrides(exp, args.overrides + extra).clustering
@@ -227,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.methods:
             print(f"quality: {data.name}: {m} …", file=sys.stderr, flush=True)
             rows.append(evaluate(m, data, cfg_for(data, [])))
+            print(f"quality: row {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
         for extra in SWEEP if args.sweep else ():
             label = "ours " + " ".join(e.removeprefix("clustering.") for e in extra)
             print(f"quality: {data.name}: {label} …", file=sys.stderr, flush=True)
             rows.append(evaluate("ours", data, cfg_for(data, extra), label))
+            print(f"quality: row {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     machine, table = machine_info(), markdown(rows, truths)
     sha = machine["git_sha"]
     # a sweep, an override or a subset of methods/corpora does not replace the side-by-side table

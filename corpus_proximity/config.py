@@ -172,7 +172,7 @@ class ClusteringConfig:
     """HDBSCAN min_samples: a small constant (None would equal min_cluster_size and over-smooth)."""
     hdbscan_backend: Literal["fast_hdbscan", "hdbscan"] = "fast_hdbscan"
     """HDBSCAN implementation: fast_hdbscan (parallel, much faster in 50-d) or the reference hdbscan."""
-    root_clusterer: Literal["hdbscan", "kmeans", "hybrid"] = "hybrid"
+    root_clusterer: Literal["hdbscan", "kmeans", "hybrid", "layers"] = "hybrid"
     """Clusterer for the root split. hybrid: k-means by silhouette with k at most the number of
     clusters HDBSCAN finds in the same projection (kmeans_space is ignored; where HDBSCAN finds < 2
     clusters there is no split unless fallback says so). HDBSCAN alone cuts real corpora into many
@@ -180,6 +180,14 @@ class ClusteringConfig:
     hybrid_noise: Literal["assign", "outliers"] = "assign"
     """hybrid: k-means on every point, no noise (assign), or k-means on the points HDBSCAN clustered
     with its noise joining the nearest region only inside that region's 95% extent (outliers)."""
+    min_children: int = 2
+    """layers: the fewest top-level clusters the root may have (the layer pick's lower bound)."""
+    max_children: int = 60
+    """layers: the most top-level clusters the root may have; lower it for a coarser top level."""
+    layers_base_size: int = 10
+    """layers: min_cluster_size of the finest layer (the density tree's base); clamped for small corpora."""
+    layers_noise: Literal["assign", "keep"] = "assign"
+    """layers: points the chosen layer leaves as noise join the nearest cluster (assign) or stay noise."""
     clusterer: Literal["hdbscan", "kmeans"] = "hdbscan"
     """Clusterer below the root."""
     kmeans_kmax: int = 30
@@ -227,6 +235,9 @@ class ClusteringConfig:
         _check(self.n_samples_per_node >= 0, "clustering.n_samples_per_node", "must be >= 0")
         _check_literals(self, "clustering")
         _check(self.kmeans_kmax >= 2, "clustering.kmeans_kmax", "must be >= 2")
+        _check(self.min_children >= 2, "clustering.min_children", "must be >= 2")
+        _check(self.max_children >= self.min_children, "clustering.max_children", "must be >= clustering.min_children")
+        _check(self.layers_base_size >= 2, "clustering.layers_base_size", "must be >= 2")
         _check(-1 <= self.silhouette_threshold <= 1, "clustering.silhouette_threshold", "must be in [-1, 1]")
         _check(0 <= self.split_min_consistency <= 1, "clustering.split_min_consistency", "must be in [0, 1] (0 = off)")
         _check(self.split_knn >= 1, "clustering.split_knn", "must be >= 1")

@@ -69,7 +69,7 @@ def plan_runs(ec: EnsembleConfig, clustering_seed: int) -> list[RunSpec]:
 
 def run_stage(cfg: ExperimentConfig, embed_key: str, spec: RunSpec) -> StageDir:
     """The cache directory of one run: the tree stage's semantics with this run's seed and draw."""
-    semantic = semantic_dict(dataclasses.replace(cfg.clustering, seed=spec.seed))
+    semantic = tree_stage.clustering_identity(dataclasses.replace(cfg.clustering, seed=spec.seed))
     key = stage_key(RUN_STAGE, RUN_VERSION, {"clustering": semantic, **spec.identity()},
                     {"embed": embed_key, "tree_version": str(tree_stage.STAGE_VERSION)})
     return StageDir.for_key(cfg.cache_dir, RUN_STAGE, key)
@@ -128,7 +128,7 @@ def _execute_ray(X: np.ndarray, cc: ClusteringConfig, specs: list[RunSpec], addr
 # --- the stage -----------------------------------------------------------------------------------
 
 def stage_dir(cfg: ExperimentConfig, tree_key: str, embed_key: str) -> StageDir:
-    key = stage_key(STAGE, STAGE_VERSION, {"clustering": semantic_dict(cfg.clustering),
+    key = stage_key(STAGE, STAGE_VERSION, {"clustering": tree_stage.clustering_identity(cfg.clustering),
                                            "ensemble": semantic_dict(cfg.ensemble)},
                     {"tree": tree_key, "embed": embed_key})
     return StageDir.for_key(cfg.cache_dir, STAGE, key)

@@ -1,6 +1,7 @@
 """The swappable parts of a node split: a reducer (UMAP or identity) and a clusterer
-(HDBSCAN, k-means with k chosen by silhouette, or hybrid: that k-means with k at most
-HDBSCAN's cluster count), each behind one small protocol and chosen by name in
+(HDBSCAN, k-means with k chosen by silhouette, hybrid: that k-means with k at most
+HDBSCAN's cluster count, or layers: the most persistent of EVoC's cluster layers), each behind
+one small protocol and chosen by name in
 :class:`config.ClusteringConfig`."""
 
 from __future__ import annotations
@@ -190,17 +191,71 @@ class HybridClusterer:
         return attach_inside(X, labels, self.extent)
 
 
+class LayersClusterer:
+    """The breadth the data has: EVoC's cluster layers over the projection, the most persistent
+    one with a child count in [min_children, max_children].
+
+    ``evoc.clustering.build_cluster_layers`` condenses one HDBSCAN density tree (its base
+    min_cluster_size small, ``base_size``) and sweeps the min_cluster_size: where clusters
+    persist over a long range of sizes the total persistence peaks, and each peak is one
+    layer (a flat clustering at one granularity). The layer whose peak is highest is the
+    granularity the density supports best; the knobs only bound it. No cap on k from the
+    root's min_cluster_size, which caps a 5%-of-n HDBSCAN at a few regions. Noise joins the
+    nearest cluster in the projection (``noise="assign"``) or stays noise (``"keep"``)."""
+
+    name = "layers"
+
+    def __init__(self, min_samples: int, min_children: int, max_children: int, base_size: int,
+                 noise: str = "assign"):
+        self.min_samples = min_samples
+        self.min_children = min_children
+        self.max_children = max_children
+        self.base_size = base_size
+        self.noise = noise
+
+    def fit_predict(self, X: np.ndarray, min_cluster_size: int, seed: int) -> np.ndarray:
+        from evoc.clustering import build_cluster_layers
+
+        n = len(X)
+        base = max(2, min(self.base_size, n // max(2 * self.min_children, 2)))
+        if n < 2 * base:
+            return np.full(n, -1, dtype=np.int64)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            layers, _, persistence = build_cluster_layers(
+                np.ascontiguousarray(X, dtype=np.float32), min_samples=self.min_samples,
+                base_min_cluster_size=base, reproducible_flag=True)
+        labels = pick_layer([np.asarray(layer, dtype=np.int64) for layer in layers], list(persistence),
+                            self.min_children, self.max_children)
+        if self.noise == "assign":
+            labels = attach_inside(X, labels, extent=np.inf)
+        return labels
+
+
+def pick_layer(layers: list[np.ndarray], persistence: list[float], min_children: int,
+               max_children: int) -> np.ndarray:
+    """The most persistent layer with a cluster count in [min_children, max_children]; where none
+    is in range, the one nearest to it (ties: the more persistent, then the coarser)."""
+    ks = [len(np.unique(layer[layer >= 0])) for layer in layers]
+
+    def key(i):
+        off = max(min_children - ks[i], 0, ks[i] - max_children)
+        return (off, -persistence[i], ks[i])
+    return layers[min(range(len(layers)), key=key)]
+
+
 def attach_inside(X: np.ndarray, labels: np.ndarray, extent: float) -> np.ndarray:
     """Give each noise point (-1) the nearest cluster's label when it lies within that cluster's
-    extent: the ``extent`` quantile of its members' Euclidean distances to their mean. Others stay -1."""
+    extent: the ``extent`` quantile of its members' Euclidean distances to their mean (``inf``:
+    every noise point joins its nearest cluster). Others stay -1."""
     labels = labels.copy()
     ks = np.unique(labels[labels >= 0])
     noise = np.flatnonzero(labels < 0)
     if len(ks) == 0 or len(noise) == 0:
         return labels
     centres = np.stack([X[labels == k].mean(axis=0) for k in ks])
-    radius = np.array([np.quantile(np.linalg.norm(X[labels == k] - c, axis=1), extent)
-                       for k, c in zip(ks, centres)])
+    radius = np.full(len(ks), np.inf) if np.isinf(extent) else np.array(
+        [np.quantile(np.linalg.norm(X[labels == k] - c, axis=1), extent) for k, c in zip(ks, centres)])
     d = np.linalg.norm(X[noise, None, :] - centres[None], axis=2)
     near = d.argmin(axis=1)
     inside = d[np.arange(len(noise)), near] <= radius[near]
@@ -220,4 +275,7 @@ def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:
         return KMeansSilhouetteClusterer(cfg.kmeans_kmax)
     if name == "hybrid":
         return HybridClusterer(cfg.hdbscan_min_samples, cfg.hdbscan_backend, cfg.kmeans_kmax, cfg.hybrid_noise)
+    if name == "layers":
+        return LayersClusterer(cfg.hdbscan_min_samples, cfg.min_children, cfg.max_children, cfg.layers_base_size,
+                               cfg.layers_noise)
     raise ValueError(f"unknown clusterer {name!r}")

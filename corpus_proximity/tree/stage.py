@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, mkdir, stage_key, staging_dir
-from corpus_proximity.config import ExperimentConfig, semantic_dict, to_dict
+from corpus_proximity.config import ClusteringConfig, ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.text import chunking, embedding
 from corpus_proximity.tree.build import recursive_cluster
 from corpus_proximity.tree.tree import ClusterTree
@@ -21,9 +21,22 @@ STAGE = "tree"
 STAGE_VERSION = 3  # 2: coherence in float64; 3: split_consistency in tree.json
 
 
+LAYERS_FIELDS = ("min_children", "max_children", "layers_base_size", "layers_noise")
+
+
+def clustering_identity(cc: ClusteringConfig) -> dict:
+    """The clustering fields that decide a tree; the `layers` root's own fields only when that root
+    is chosen, so trees of the other roots keep the keys they had before it existed."""
+    sem = semantic_dict(cc)
+    if cc.root_clusterer != "layers":
+        for f in LAYERS_FIELDS:
+            sem.pop(f, None)
+    return sem
+
+
 def stage_dir(cfg: ExperimentConfig, embed: StageDir | None = None) -> StageDir:
     embed = embed or embedding.stage_dir(cfg)
-    key = stage_key(STAGE, STAGE_VERSION, semantic_dict(cfg.clustering), {"embed": embed.key})
+    key = stage_key(STAGE, STAGE_VERSION, clustering_identity(cfg.clustering), {"embed": embed.key})
     return StageDir.for_key(cfg.cache_dir, STAGE, key)
 
 
