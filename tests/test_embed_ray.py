@@ -60,7 +60,8 @@ def test_ray_engine_gives_the_local_engines_vectors_in_the_same_cache(tmp_path, 
     assert remote.shape == local.shape and np.abs(remote - local).max() < 1e-5
     # the engine is not part of the key: both runs wrote the same stage directory name
     assert embedding.stage_dir(cfg).path.name == embedding.stage_dir(_cfg(tmp_path, corpus_file, "local")).path.name
-    assert sorted(p.name for p in embedding.stage_dir(cfg).path.iterdir()) == ["_SUCCESS", "config.json",
+    # and left what the local engine leaves: no shard, no temp file (the claim's .lock stays, as for every stage)
+    assert sorted(p.name for p in embedding.stage_dir(cfg).path.iterdir()) == [".lock", "_SUCCESS", "config.json",
                                                                               "embeddings.npy"]
 
 
