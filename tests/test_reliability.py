@@ -93,8 +93,13 @@ def stray(folder: Path) -> list[str]:
 
 @pytest.fixture
 def copied(built_default, tmp_path):
-    """The session's small default pipeline with its own copy of the cache (free to corrupt)."""
-    shutil.copytree(built_default.cache_dir, tmp_path / "cache")
+    """The session's small default pipeline with its own copy of its chunks, embeddings and tree (free
+    to corrupt); other tests' stages in the shared cache (more trees, names) are left behind."""
+    from corpus_proximity.text import chunking, embedding
+    from corpus_proximity.tree import stage as tree_stage
+
+    for sd in (chunking.stage_dir(built_default), embedding.stage_dir(built_default), tree_stage.stage_dir(built_default)):
+        shutil.copytree(sd.path, tmp_path / "cache" / sd.path.name)
     cfg = dataclasses.replace(built_default, name="copy", cache_dir=str(tmp_path / "cache"),
                               output_dir=str(tmp_path / "outputs"))
     return cfg, write_config(tmp_path / "cfg.py", cfg)
