@@ -121,13 +121,14 @@ def writable(path: Path) -> bool:
     return os.access(p, os.W_OK)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(file object)`` into a per-process temp file beside ``path``, fsync, rename into place."""
     mkdir(path.parent)
     with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
                 os.fchmod(f.fileno(), _umask_mode())
@@ -135,6 +136,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -146,19 +151,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    mkdir(path.parent)
-    with writing(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-                f.flush()
-                os.fsync(f.fileno())
-                os.fchmod(f.fileno(), _umask_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    _atomic_write(path, lambda f: np.save(f, array))
 
 
 def atomic_writer(path: Path, write: Callable[[Path], None]) -> None:
