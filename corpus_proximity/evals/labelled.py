@@ -93,6 +93,19 @@ def load_default(config_path: str) -> Labelled:
     return embedded(cfg, f"default:{cfg.name}", "source", "topic")
 
 
+def _subpackage_docs(base: Path, lib: str, sub: str, min_chars: int) -> list[dict]:
+    """Docstring records of one subpackage of an installed library (test modules skipped)."""
+    found = []
+    for f in sorted((base / sub).rglob("*.py")):
+        rel = f.relative_to(base.parent)
+        if any(p.startswith("test") or p.endswith("_tests") for p in rel.parts):
+            continue
+        module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        found += [{"id": f"{lib}/{qualname}", "text": f"{qualname}\n\n{doc}", "library": lib,
+                   "subpackage": sub} for qualname, _, doc in file_docstrings(f, module, min_chars)]
+    return found
+
+
 def pylibs_docs(per_fine: int, min_chars: int = 200, seed: int = 0) -> list[dict]:
     """Module/class/function docstrings of PYLIBS, at most ``per_fine`` per subpackage (seeded)."""
     import importlib.util
@@ -105,14 +118,7 @@ def pylibs_docs(per_fine: int, min_chars: int = 200, seed: int = 0) -> list[dict
             raise SystemExit(f"quality: the pylibs corpus needs {lib} installed")
         base = Path(list(spec.submodule_search_locations)[0])
         for sub in subs:
-            found = []
-            for f in sorted((base / sub).rglob("*.py")):
-                rel = f.relative_to(base.parent)
-                if any(p.startswith("test") or p.endswith("_tests") for p in rel.parts):
-                    continue
-                module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
-                found += [{"id": f"{lib}/{qualname}", "text": f"{qualname}\n\n{doc}", "library": lib,
-                           "subpackage": sub} for qualname, _, doc in file_docstrings(f, module, min_chars)]
+            found = _subpackage_docs(base, lib, sub, min_chars)
             if len(found) > per_fine:
                 found = [found[i] for i in np.sort(rng.choice(len(found), per_fine, replace=False))]
             docs += found
@@ -149,14 +155,7 @@ def _library_docs(lib: str, min_chars: int) -> dict[str, list[dict]]:
     for sub in sorted(p.name for p in base.iterdir() if (p / "__init__.py").is_file()):
         if sub.startswith(("test", "_")) or sub.endswith("_tests"):
             continue
-        found = []
-        for f in sorted((base / sub).rglob("*.py")):
-            rel = f.relative_to(base.parent)
-            if any(p.startswith("test") or p.endswith("_tests") for p in rel.parts):
-                continue
-            module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
-            found += [{"id": f"{lib}/{qualname}", "text": f"{qualname}\n\n{doc}", "library": lib,
-                       "subpackage": sub} for qualname, _, doc in file_docstrings(f, module, min_chars)]
+        found = _subpackage_docs(base, lib, sub, min_chars)
         by_sub[sub] = found
     return by_sub
 
