@@ -355,3 +355,125 @@ def test_near_threshold_ignores_exact_duplicates():
     cal = np.sort(np.r_[np.linspace(0.3, 0.9, 980), np.ones(20)])
     t = near_threshold(cal, ContaminationConfig(near_percentile=99.0, near_min_similarity=0.5))
     assert 0.88 < t < 0.9
+
+
+# --- character spans, the cached stage, the n-gram checksums (fast; no ../shared) ----------------
+
+def test_evidence_character_offsets_exact():
+    """A span planted with other case, spacing and a ligature: its characters in the item text and
+    in the chunk text are where it was planted."""
+    from corpus_proximity.analysis.contamination import score_items
+    from corpus_proximity.config import ContaminationConfig
+
+    chunks = ["Nothing to see here at all, only other words about golf and kilo.",
+              "Alpha beta. The QUICK  brown fox jumps over the ﬁne lazy dog, said Natalia today. Omega."]
+    item = "Question: the quick brown\nfox JUMPS over the fine lazy dog, said natalia? Answer it."
+    idx = build_index(iter([chunks]), 3)
+    df, _ = score_items([item, "nothing shared"], [idx], np.array([np.nan, np.nan]), np.array([-1, -1]),
+                        np.linspace(0, 0.5, 10), ["c0", "c1"], ContaminationConfig(ngram_sizes=(3,)),
+                        chunk_texts=lambda rows: {r: chunks[r] for r in rows})
+    r = df.iloc[0]
+    i0, c0 = item.index("the quick"), chunks[1].index("The QUICK")
+    i1, c1 = item.index("natalia") + len("natalia"), chunks[1].index("Natalia") + len("Natalia")
+    assert (r["span_chunk"], r["span_item_char_start"], r["span_item_char_end"]) == ("c1", i0, i1)
+    assert (r["span_chunk_char_start"], r["span_chunk_char_end"]) == (c0, c1)
+    assert chunks[1][c0:c1] == "The QUICK  brown fox jumps over the ﬁne lazy dog, said Natalia"
+    ev = json.loads(r["evidence_spans"])[0]
+    assert ev["item_chars"] == [i0, i1] and ev["chunk_chars"] == [c0, c1] and ev["chunk_tokens"] == ev["end"] - ev["start"]
+    none = df.iloc[1]
+    assert none["span_chunk"] == "" and none["span_item_char_start"] == -1 and json.loads(none["evidence_spans"]) == []
+
+
+def test_tokenize_with_offsets_maps_back():
+    from corpus_proximity.analysis.ngrams import tokenize_with_offsets
+
+    for text in ("Natalia’s 48 CLIPS,\u00a0ﬁne!", "e\u0301te  x", "İstanbul ½ cup", "", "  a  "):
+        toks, offs = tokenize_with_offsets(text)
+        assert toks == tokenize(text) and len(offs) == len(toks)
+        assert all(tokenize(text[a:b])[0] == t or t in tokenize(text[a:b]) for t, (a, b) in zip(toks, offs))
+    assert tokenize_with_offsets("a ﬁne day")[1] == [(0, 1), (2, 5), (6, 9)]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A 40-document corpus of seeded word salad, with two documents holding known sentences."""
+    tmp = tmp_path_factory.mktemp("contam-syn")
+    rng = np.random.default_rng(3)
+    docs = [{"id": f"d{i}", "text": " ".join(rng.choice(WORDS, size=40)), "stage": "sft" if i < 10 else "pretrain"}
+            for i in range(40)]
+    docs[3]["text"] += " Janet has sixteen ducks that lay eggs every single morning near the old farm house."
+    write_jsonl(tmp / "corpus.jsonl", docs)
+    write_jsonl(tmp / "bench.jsonl", [{"q": "Janet has sixteen ducks that lay eggs every single morning near the old "
+                                            "farm house.", "ok": True},
+                                      {"q": "A question that is nowhere in this corpus of words at all.", "ok": False}])
+    cfg = load_config_text(tmp, f"CorpusConfig(path={str(tmp / 'corpus.jsonl')!r})")
+    return tmp, cfg
+
+
+def test_contamination_stage_cache_hit_and_miss(synthetic):
+    from dataclasses import replace
+
+    from corpus_proximity.analysis.contamination import contamination_stage_dir
+
+    tmp, cfg = synthetic
+    bench = tmp / "bench.jsonl"
+    log = io.StringIO()
+    _, df, summary, emb = run_contamination(cfg, bench, "q", log=Console(file=log, width=300))
+    assert "contamination: cache hit" not in log.getvalue() and df["verdict"].tolist() == ["verbatim", "far"]
+    sd = contamination_stage_dir(cfg, bench, "q")
+    meta = sd.read_meta()
+    assert sd.complete and set(meta["artifacts"]) == {"items.parquet", "item_embeddings.npy", "summary.json"}
+    assert meta["config"]["text_field"] == "q" and set(meta["upstream"]) == {"ngrams13", "ngrams8", "embed"}
+    log = io.StringIO()
+    _, again, summary2, emb2 = run_contamination(cfg, bench, "q", log=Console(file=log, width=300))
+    assert "contamination: cache hit" in log.getvalue() and "embed:" not in log.getvalue()
+    pd.testing.assert_frame_equal(df, again)
+    assert summary2 == summary and np.array_equal(emb, emb2)
+    # what changes the result changes the key; what does not, does not
+    same = [replace(cfg, contamination=replace(cfg.contamination, alpha=0.01, stage_field="x", batch_size=7))]
+    other = [replace(cfg, contamination=replace(cfg.contamination, verbatim_share=0.9)),
+             replace(cfg, contamination=replace(cfg.contamination, ngram_sizes=(10,)))]
+    assert all(contamination_stage_dir(c, bench, "q").key == sd.key for c in same)
+    assert all(contamination_stage_dir(c, bench, "q").key != sd.key for c in other)
+    assert contamination_stage_dir(cfg, bench, "q", "ok").key != sd.key
+    # another benchmark file's bytes: a miss, then its own hit
+    changed = tmp / "bench2.jsonl"
+    changed.write_text(bench.read_text().replace("nowhere", "absent"))
+    assert contamination_stage_dir(cfg, changed, "q").key != sd.key
+    log = io.StringIO()
+    _, df3, _, _ = run_contamination(cfg, changed, "q", log=Console(file=log, width=300))
+    assert "contamination: cache hit" not in log.getvalue() and "absent" in df3["text"][1]
+    copy = tmp / "copy.jsonl"
+    copy.write_bytes(bench.read_bytes())  # the same bytes elsewhere: a hit, reported under its own path
+    log = io.StringIO()
+    _, _, s4, _ = run_contamination(cfg, copy, "q", log=Console(file=log, width=300))
+    assert "cache hit" in log.getvalue() and s4["benchmark"] == str(copy)
+
+
+def test_corrupt_ngram_index_is_one_line_naming_the_file(synthetic, tmp_path, capsys):
+    import shutil
+    from dataclasses import replace
+
+    from corpus_proximity.analysis.contamination import ngram_stage_dir, run_ngram_index
+
+    src, cfg = synthetic
+    run_ngram_index(cfg, 13, Console(file=io.StringIO()))
+    built = ngram_stage_dir(cfg, 13)
+    assert set(built.read_meta()["artifacts"]) == {"ngrams13_hashes.npy", "ngrams13_rows.npy"}
+    for name, how in (("ngrams13_hashes.npy", "flip"), ("ngrams13_rows.npy", "truncate")):
+        cache = tmp_path / f"cache-{how}"  # a fresh copy: a path this process has not verified yet
+        shutil.copytree(cfg.cache_dir, cache, ignore=shutil.ignore_patterns("contamination-*"))  # no result to reuse
+        c = replace(cfg, cache_dir=str(cache))
+        sd = ngram_stage_dir(c, 13)
+        raw = bytearray(sd.file(name).read_bytes())
+        if how == "flip":
+            raw[-1] ^= 0xFF
+        else:
+            raw = raw[: len(raw) // 2]
+        sd.file(name).write_bytes(bytes(raw))
+        cfg_file = tmp_path / f"cfg-{how}.py"
+        cfg_file.write_text((src / "cfg.py").read_text().replace(repr(cfg.cache_dir), repr(str(cache))))
+        rc = contamination_main([str(cfg_file), "--quiet", "--benchmark", str(src / "bench.jsonl"), "--text-field", "q"])
+        err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("error")]
+        assert rc == 2 and len(err) == 1, err  # one error line (after the cache-hit lines of the stages upstream)
+        assert err[0].startswith(f"error: {sd.file(name)} is corrupt") and err[0].endswith(f"delete {sd.path} and rerun")

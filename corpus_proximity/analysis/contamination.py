@@ -36,16 +36,27 @@ from corpus_proximity.analysis.ngrams import (
     NgramMatch,
     TokenHasher,
     build_index,
+    chunk_match,
     parquet_batches,
+    parquet_rows,
     tokenize,
+    tokenize_with_offsets,
 )
-from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, stage_key
+from corpus_proximity.cache import (
+    StageDir,
+    atomic_save_npy,
+    atomic_write_json,
+    atomic_writer,
+    file_fingerprint,
+    stage_key,
+)
 from corpus_proximity.config import ContaminationConfig, ExperimentConfig
 from corpus_proximity.errors import InputError
 from corpus_proximity.text import chunking
 from corpus_proximity.tree.placement import calibrate_outside, nn_percentile
 
 NGRAM_STAGE, NGRAM_VERSION = "ngrams", 1
+CONTAM_STAGE, CONTAM_VERSION = "contamination", 1
 LEVELS = ("verbatim", "near", "far")
 
 
@@ -62,10 +73,9 @@ def run_ngram_index(cfg: ExperimentConfig, n: int, log=cli.console) -> NgramInde
     """The corpus's n-gram index, built once (streamed over ``chunks.parquet``) and cached."""
     chunks = chunking.run_chunking(cfg, log)
     sd = ngram_stage_dir(cfg, n)
-    if sd.complete:
-        meta = sd.read_meta()
+    if sd.complete:  # sizes and sha256 of the arrays checked against config.json (one-line error if not)
         log.print(f"[green]ngrams (n={n}): cache hit[/green] {sd.path}")
-        return NgramIndex.load(sd.path, n, meta["n_chunks"], meta["n_tokens"])
+        return load_ngram_index(sd, n)
     log.print(f"ngrams (n={n}): indexing → {sd.path}")
     t0 = time.perf_counter()
     index = build_index(parquet_batches(chunks.file("chunks.parquet"), "text", cfg.contamination.batch_size), n)
@@ -77,7 +87,22 @@ def run_ngram_index(cfg: ExperimentConfig, n: int, log=cli.console) -> NgramInde
                "bytes": index.nbytes, "seconds": round(seconds, 2)})
     log.print(f"ngrams (n={n}): {index.n_chunks:,} chunks, {index.n_tokens:,} tokens → {len(index.hashes):,} "
               f"distinct n-grams ({index.nbytes / 2**20:.1f} MiB) in {seconds:.1f}s")
-    return NgramIndex.load(sd.path, n, index.n_chunks, index.n_tokens)
+    return load_ngram_index(sd, n)
+
+
+def load_ngram_index(sd: StageDir, n: int) -> NgramIndex:
+    """Memory-map a finished index, checking its arrays are what ``config.json`` records (the
+    checksums of files too big to hash on every load are checked by verify_cache.py)."""
+    meta = sd.read_meta()
+    try:
+        index = NgramIndex.load(sd.path, n, meta["n_chunks"], meta["n_tokens"])
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{sd.path}: the n-gram index is unreadable ({type(e).__name__}); {sd.fix}") from None
+    for name, arr, dtype in (("hashes", index.hashes, np.uint64), ("rows", index.rows, np.int32)):
+        if arr.dtype != dtype or arr.shape != (meta["n_distinct_ngrams"],):
+            raise InputError(f"{sd.file(f'ngrams{n}_{name}.npy')}: {arr.shape} {arr.dtype}, expected "
+                             f"({meta['n_distinct_ngrams']},) {np.dtype(dtype)} as recorded in config.json; {sd.fix}")
+    return index
 
 
 # --- calibration ------------------------------------------------------------------------------
@@ -124,15 +149,19 @@ def verdicts(first: list[NgramMatch], last: list[NgramMatch], similarity: np.nda
 
 
 def score_items(texts: list[str], indexes: list[NgramIndex], similarity: np.ndarray, nearest_row: np.ndarray,
-                calibration: np.ndarray, chunk_ids: list[str], cfg: ContaminationConfig, answers=None):
+                calibration: np.ndarray, chunk_ids: list[str], cfg: ContaminationConfig, answers=None,
+                chunk_texts=None):
     """One row per item (a DataFrame): n-gram evidence per n, the embedding evidence, the verdict.
 
     ``similarity`` / ``nearest_row``: each item's nearest corpus chunk (cosine, row); NaN / -1
-    where the items were not embedded. ``answers``: optional texts scored by n-gram alone."""
+    where the items were not embedded. ``answers``: optional texts scored by n-gram alone.
+    ``chunk_texts(rows) -> {row: text}``: the evidence chunks' texts, for the character ranges of
+    each shared span in the chunk (:func:`evidence`); None leaves them out."""
     import pandas as pd
 
     hasher = TokenHasher()
-    tokens = [tokenize(t) for t in texts]
+    tokenised = [tokenize_with_offsets(t) for t in texts]
+    tokens = [t for t, _ in tokenised]
     matches = {ix.n: ix.match_many(tokens, hasher, cfg.max_spans) for ix in indexes}
     first, last = matches[indexes[0].n], matches[indexes[-1].n]
     threshold = near_threshold(calibration, cfg)
@@ -146,19 +175,47 @@ def score_items(texts: list[str], indexes: list[NgramIndex], similarity: np.ndar
     df["similarity_percentile"] = nn_percentile(similarity, calibration)
     df["verdict"] = verdict
     df["reason"] = reason
-    evidence = []
-    for i, toks in enumerate(tokens):
-        spans = [{"n": n, "chunk_id": chunk_ids[s.chunk_row], "start": s.start, "end": s.end,
-                  "text": " ".join(toks[s.start:s.end])[:300]} for n, ms in matches.items() for s in ms[i].spans]
-        evidence.append(spans)
-    df["evidence_chunks"] = [";".join(dict.fromkeys(e["chunk_id"] for e in ev)) for ev in evidence]
-    df["evidence_spans"] = [json.dumps(ev, ensure_ascii=False) for ev in evidence]
+    rows = {s.chunk_row for ms in matches.values() for m in ms for s in m.spans}
+    texts_of = chunk_texts(rows) if chunk_texts is not None and rows else {}
+    evid = [evidence(tokenised[i], {n: ms[i] for n, ms in matches.items()}, chunk_ids, texts_of)
+            for i in range(len(texts))]
+    df["evidence_chunks"] = [";".join(dict.fromkeys(e["chunk_id"] for e in ev)) for ev in evid]
+    df["evidence_spans"] = [json.dumps(ev, ensure_ascii=False) for ev in evid]
+    # the longest shared span (any n; the first n on a tie), for highlighting: -1 where none
+    best = [max(ev, key=lambda e: e["end"] - e["start"]) if ev else None for ev in evid]
+    df["span_chunk"] = [b["chunk_id"] if b else "" for b in best]
+    for col, key, k in (("span_item_char_start", "item_chars", 0), ("span_item_char_end", "item_chars", 1),
+                        ("span_chunk_char_start", "chunk_chars", 0), ("span_chunk_char_end", "chunk_chars", 1)):
+        df[col] = [b[key][k] if b and b.get(key) else -1 for b in best]
     if answers is not None:
         ans = indexes[0].match_many([tokenize(a) for a in answers], hasher, cfg.max_spans)
         df[f"answer_ngram{indexes[0].n}_share"] = [m.share for m in ans]
         df[f"answer_ngram{indexes[0].n}_longest_span"] = [m.longest_span for m in ans]
         df["answer_verbatim"] = [m.longest_span >= m.n and m.share >= cfg.verbatim_share for m in ans]
     return df, threshold
+
+
+def evidence(tokenised: tuple[list[str], list | None], matches: dict[int, NgramMatch], chunk_ids: list[str],
+             chunk_texts: dict[int, str]) -> list[dict]:
+    """The shared spans of one item, every n, longest first within each n: ``n``, ``chunk_id``,
+    the item's token range ``start`` / ``end``, ``text`` (its normalised tokens), ``item_chars``
+    (its ``[start, end)`` characters in the item text; None where offsets are unknown) and, where
+    the chunk's text is given, ``chunk_chars`` (the characters in the chunk text of the longest
+    run of the span found there) and ``chunk_tokens`` (that run's length; the span's when the
+    chunk holds all of it)."""
+    toks, offs = tokenised
+    out = []
+    for n, m in matches.items():
+        for s in m.spans:
+            e = {"n": n, "chunk_id": chunk_ids[s.chunk_row], "start": s.start, "end": s.end,
+                 "text": " ".join(toks[s.start:s.end])[:300],
+                 "item_chars": [offs[s.start][0], offs[s.end - 1][1]] if offs else None}
+            found = chunk_match(toks[s.start:s.end], chunk_texts[s.chunk_row]) if s.chunk_row in chunk_texts else None
+            if found is not None:
+                _, size, c0, c1 = found
+                e["chunk_chars"], e["chunk_tokens"] = [c0, c1], size
+            out.append(e)
+    return out
 
 
 # --- reading a benchmark ----------------------------------------------------------------------
@@ -192,13 +249,68 @@ def load_items(path: Path, text_field: str, answer_field: str | None) -> tuple[l
 
 # --- the whole stage --------------------------------------------------------------------------
 
+SEMANTIC_FIELDS = ("ngram_sizes", "verbatim_share", "near_share", "near_percentile", "near_min_similarity",
+                   "calibration_sample", "seed", "max_spans")
+SEARCH_FIELDS = ("exact_search_max_chunks", "ivf_nlist", "ivf_nprobe")
+
+
+def contamination_identity(cfg: ExperimentConfig, benchmark: Path, text_field: str,
+                           answer_field: str | None) -> tuple[dict, dict]:
+    """(semantic config, upstream keys) of ``contamination-<key>``: the benchmark file's bytes, its
+    fields, the verdict and search settings, and the n-gram indexes' and embeddings' keys (so the
+    corpus and its model)."""
+    from corpus_proximity.text import embedding
+
+    c = cfg.contamination
+    semantic = {"benchmark_sha256": file_fingerprint(benchmark), "text_field": text_field,
+                "answer_field": answer_field, **{k: getattr(c, k) for k in SEMANTIC_FIELDS},
+                "search": {k: getattr(cfg.annotation, k) for k in SEARCH_FIELDS}}
+    upstream = {**{f"ngrams{n}": ngram_stage_dir(cfg, n).key for n in c.ngram_sizes},
+                "embed": embedding.stage_dir(cfg).key}
+    return semantic, upstream
+
+
+def contamination_stage_dir(cfg: ExperimentConfig, benchmark: Path, text_field: str,
+                            answer_field: str | None = None) -> StageDir:
+    key = stage_key(CONTAM_STAGE, CONTAM_VERSION, *contamination_identity(cfg, benchmark, text_field, answer_field))
+    return StageDir.for_key(cfg.cache_dir, CONTAM_STAGE, key)
+
+
 def run_contamination(cfg: ExperimentConfig, benchmark: Path, text_field: str, answer_field: str | None = None,
                       log=cli.console):
-    """(items DataFrame, summary dict) for a benchmark file against ``cfg``'s corpus."""
+    """(benchmark rows, items DataFrame, summary dict, item embeddings or None) for a benchmark file
+    against ``cfg``'s corpus: the cached ``contamination-<key>`` result (items.parquet,
+    summary.json, item_embeddings.npy), computed when missing."""
+    import pandas as pd
+
+    rows, texts, answers = load_items(benchmark, text_field, answer_field)
+    semantic, upstream = contamination_identity(cfg, benchmark, text_field, answer_field)
+    sd = StageDir.for_key(cfg.cache_dir, CONTAM_STAGE, stage_key(CONTAM_STAGE, CONTAM_VERSION, semantic, upstream))
+    if not sd.complete:
+        df, summary, item_emb = _compute(cfg, benchmark, text_field, answer_field, texts, answers, log)
+        if sd.begin():  # else a concurrent run of the same inputs finished it meanwhile: read that
+            atomic_writer(sd.file("items.parquet"), lambda p: df.to_parquet(p, index=False))
+            if item_emb is not None:
+                atomic_save_npy(sd.file("item_embeddings.npy"), np.asarray(item_emb, dtype=np.float32))
+            atomic_write_json(sd.file("summary.json"), summary)
+            sd.finish(semantic, upstream, {"n_items": len(df)})
+            log.print(f"contamination: {len(df)} items → {sd.path}")
+            return rows, df, summary, item_emb
+    else:
+        log.print(f"[green]contamination: cache hit[/green] {sd.path}")
+    df = pd.read_parquet(sd.file("items.parquet"))
+    summary = json.loads(sd.file("summary.json").read_text())
+    summary["benchmark"] = str(benchmark)  # the same bytes may sit at another path
+    emb = sd.file("item_embeddings.npy")
+    return rows, df, summary, np.load(emb) if emb.is_file() else None
+
+
+def _compute(cfg: ExperimentConfig, benchmark: Path, text_field: str, answer_field: str | None, texts: list[str],
+             answers: list[str] | None, log) -> tuple[object, dict, np.ndarray | None]:
+    """The items table, summary and item embeddings, computed (see the module doc)."""
     from corpus_proximity.analysis.annotate import embed_queries, proximity_search
     from corpus_proximity.text import embedding
 
-    rows, texts, answers = load_items(benchmark, text_field, answer_field)
     indexes = [run_ngram_index(cfg, n, log) for n in cfg.contamination.ngram_sizes]
     embed_sd = embedding.run_embedding(cfg, log)
     corpus = embedding.load_embeddings(embed_sd)
@@ -216,7 +328,9 @@ def run_contamination(cfg: ExperimentConfig, benchmark: Path, text_field: str, a
         item_emb = embed_queries(cfg, texts)
         near, dist = proximity_search(cfg, embed_sd, corpus).search(item_emb)
         sim = 1.0 - dist
-    df, threshold = score_items(texts, indexes, sim, near, calibration, chunk_ids, c, answers)
+    chunks_file = chunking.stage_dir(cfg).file("chunks.parquet")
+    df, threshold = score_items(texts, indexes, sim, near, calibration, chunk_ids, c, answers,
+                                lambda rows: parquet_rows(chunks_file, rows, "text", c.batch_size))
     counts = {lv: int((df["verdict"] == lv).sum()) for lv in LEVELS}
     summary = {"benchmark": str(benchmark), "text_field": text_field, "answer_field": answer_field,
                "n_items": len(df), "counts": counts,
@@ -230,7 +344,7 @@ def run_contamination(cfg: ExperimentConfig, benchmark: Path, text_field: str, a
                                "near_threshold": threshold},
                "thresholds": {"verbatim_share": c.verbatim_share, "near_share": c.near_share,
                               "near_percentile": c.near_percentile, "near_min_similarity": c.near_min_similarity}}
-    return rows, df, summary, item_emb
+    return df, summary, item_emb
 
 
 def default_out(cfg: ExperimentConfig, benchmark: Path) -> Path:

@@ -16,10 +16,15 @@ the share of its n-grams found, the longest run of consecutive found n-grams (a 
 ``run + n - 1`` tokens) and each run's token span with the chunk it came from. A 64-bit collision
 among ~1e9 distinct n-grams has probability ~1e-10 per query n-gram, so matches are not re-verified.
 Texts shorter than ``n`` tokens have no n-grams (share 0, no span).
+
+Evidence is shown in the original text: :func:`tokenize_with_offsets` gives each token's
+character range in the text before normalisation, and :func:`chunk_match` finds where a shared
+span sits in the chunk it came from (the longest run of the span's tokens in the chunk's).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import unicodedata
@@ -39,6 +44,44 @@ _M2 = np.uint64(0x94D049BB133111EB)
 def tokenize(text: str) -> list[str]:
     """Normalised tokens of ``text`` (see the module doc)."""
     return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+def tokenize_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]] | None]:
+    """:func:`tokenize`'s tokens and each one's ``(start, end)`` character range in ``text`` itself.
+
+    The text is normalised a base character with its combining marks at a time (NFKC can merge or
+    expand those, "ﬁ" → "fi"), so every normalised character maps back to the original range it
+    came from. Where that piecewise normalisation would give other tokens than the whole text's
+    (NFKC composing across such pieces, e.g. conjoining Hangul jamo), the offsets are None."""
+    pieces, owner = [], []
+    start = 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or not unicodedata.combining(text[i]):
+            norm = unicodedata.normalize("NFKC", text[start:i]).lower()
+            pieces.append(norm)
+            owner += [(start, i)] * len(norm)
+            start = i
+    norm = "".join(pieces)
+    tokens, offsets = [], []
+    for m in _TOKEN.finditer(norm):
+        tokens.append(m.group())
+        offsets.append((owner[m.start()][0], owner[m.end() - 1][1]))
+    whole = tokenize(text)
+    return (tokens, offsets) if tokens == whole else (whole, None)
+
+
+def chunk_match(span_tokens: list[str], chunk_text: str) -> tuple[int, int, int, int] | None:
+    """Where a shared span sits in a chunk: ``(offset in the span's tokens, tokens matched, chunk
+    char start, chunk char end)`` of the longest run of the span's tokens found in the chunk's
+    (the whole span when one chunk holds it); None when nothing matches or offsets are unknown."""
+    toks, offs = tokenize_with_offsets(chunk_text)
+    if offs is None or not span_tokens or not toks:
+        return None
+    m = difflib.SequenceMatcher(None, span_tokens, toks, autojunk=False).find_longest_match(
+        0, len(span_tokens), 0, len(toks))
+    if m.size == 0:
+        return None
+    return m.a, m.size, offs[m.b][0], offs[m.b + m.size - 1][1]
 
 
 class TokenHasher:
@@ -218,6 +261,25 @@ def build_index(batches: Iterable[list[str]], n: int, progress=None) -> NgramInd
         return NgramIndex(n, np.empty(0, np.uint64), np.empty(0, np.int32), row, n_tokens)
     h, r = _reduce(np.concatenate(parts_h), np.concatenate(parts_r))
     return NgramIndex(n, h, r, row, n_tokens)
+
+
+def parquet_rows(path: Path, rows: Iterable[int], column: str = "text", batch_rows: int = 20_000) -> dict[int, str]:
+    """The ``column`` value of the given rows of a Parquet file, read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    wanted, out, base = sorted(set(rows)), {}, 0
+    if not wanted:
+        return out
+    k = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+        col = batch.column(0)
+        while k < len(wanted) and wanted[k] < base + len(col):
+            out[wanted[k]] = col[wanted[k] - base].as_py() or ""
+            k += 1
+        base += len(col)
+        if k == len(wanted):
+            break
+    return out
 
 
 def parquet_batches(path: Path, column: str = "text", batch_rows: int = 20_000) -> Iterator[list[str]]:
