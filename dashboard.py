@@ -23,7 +23,7 @@ from corpus_proximity.errors import InputError
 from corpus_proximity.explore import data as vc
 from corpus_proximity.explore import views as ex_
 from corpus_proximity.explore.app import error_views, node_view, sidebar
-from corpus_proximity.explore.contamination_view import contamination_tab
+from corpus_proximity.explore.contamination_view import contamination_tab, stages_table
 from corpus_proximity.tree.tree import ROOT
 
 USAGE = "streamlit run dashboard.py -- CONFIG [--set SECTION.FIELD=VALUE] [--annotations DIR]"
@@ -76,6 +76,10 @@ def main() -> None:
             who = f" · model {opts['correct']}" if opts.get("correct") and opts["colour"] == "error rate" else ""
             st.plotly_chart(ex_.tree_figure(shown, ex.samples, opts["kind"], opts["colour"], title_suffix=who),
                             key="tree")
+        if ex.stages is not None:
+            st.caption("The corpus has stages: pick a 'stage share' in 'colour by' to colour each node by that stage's "
+                       "share of its chunks. Stage × node, per depth:")
+            st.dataframe(stages_table(ex.stages), hide_index=True, key="stages")
     rows = shown[shown["id"] != ROOT]
     with tabs[1]:
         cols = [c for c in ("id", "name", "depth", "size", "noise", "noise_share", "coherence", "n_outputs", "errors",
@@ -105,7 +109,7 @@ def main() -> None:
         else:
             error_views(ex, opts)
     with tabs[5]:
-        contamination_tab(ex.cfg.outputs / "contamination")
+        contamination_tab(ex.cfg.outputs / "contamination", dict(zip(ex.chunk_ids, ex.texts)))
 
 
 if __name__ == "__main__":

@@ -416,20 +416,34 @@ def _has(row: dict, field: str) -> bool:
         return False
 
 
+def chunk_stages(cfg: ExperimentConfig, metadata: list | None = None) -> list[str] | None:
+    """Each chunk's ``contamination.stage_field`` ("(none)" where a chunk lacks it), or None when no
+    chunk carries it. ``metadata``: the chunks' metadata JSON strings, when already read."""
+    field = cfg.contamination.stage_field
+    if metadata is None:
+        metadata = chunking.read_chunks(chunking.stage_dir(cfg), ["metadata"]).column("metadata").to_pylist()
+    stages = [json.loads(m or "{}").get(field) for m in metadata]
+    if all(s is None for s in stages):
+        return None
+    return ["(none)" if s is None else str(s) for s in stages]
+
+
+def tree_stages(tree, stages: list[str], field: str, alpha: float) -> dict:
+    """Stage × node at every depth of ``tree`` (:func:`stage_by_node`), with the field's name."""
+    from corpus_proximity.analysis.contamination_outcomes import stage_by_node
+
+    out = stage_by_node([tree.labels_at_depth(d) for d in range(tree.n_depths)], stages, alpha)
+    out["field"] = field
+    return out
+
+
 def corpus_stages(cfg: ExperimentConfig) -> dict | None:
     """Stage × node of the config's tree when its chunks carry ``contamination.stage_field``; else None."""
-    from corpus_proximity.analysis.contamination_outcomes import stage_by_node
     from corpus_proximity.tree import stage as tree_stage
     from corpus_proximity.tree.tree import ClusterTree
 
-    field = cfg.contamination.stage_field
-    meta = chunking.read_chunks(chunking.stage_dir(cfg), ["metadata"]).column("metadata").to_pylist()
-    stages = [json.loads(m or "{}").get(field) for m in meta]
+    stages = chunk_stages(cfg)
     tree_sd = tree_stage.stage_dir(cfg)
-    if all(s is None for s in stages) or not tree_sd.complete:
+    if stages is None or not tree_sd.complete:
         return None
-    tree = ClusterTree.load(tree_sd.path)
-    labels = [tree.labels_at_depth(d) for d in range(tree.n_depths)]
-    out = stage_by_node(labels, ["(none)" if s is None else str(s) for s in stages], cfg.contamination.alpha)
-    out["field"] = field
-    return out
+    return tree_stages(ClusterTree.load(tree_sd.path), stages, cfg.contamination.stage_field, cfg.contamination.alpha)

@@ -8,6 +8,8 @@
 * :func:`stage_by_node`: per depth, every node's chunk mass per corpus stage and a chi-squared test
   (with the bias-corrected Cramér's V) of stage × node, with the node whose stage mix departs most
   (largest standardised residual).
+* :func:`stage_shares`: per tree node, each stage's share of the node's chunks (what the report
+  and the dashboard colour the tree by).
 """
 
 from __future__ import annotations
@@ -101,4 +103,16 @@ def stage_by_node(labels_by_depth: list[np.ndarray], stages, alpha: float = 0.05
                          significant=bool(p <= alpha),
                          most_different={"node": nodes[i], "stage": present[j], "residual": float(resid[i, j])})
         out["depths"][f"depth_{d}"] = entry
+    return out
+
+
+def stage_shares(members: dict[str, np.ndarray], stages) -> dict[str, dict[str, float]]:
+    """Per stage, per node: the share of the node's chunks (``members[node]``, rows) that carry it."""
+    stages = np.asarray(stages).astype(str)
+    names = sorted(set(stages.tolist()))
+    out = {s: {} for s in names}
+    for node, rows in members.items():
+        got = stages[np.asarray(rows, dtype=np.int64)]
+        for s in names:
+            out[s][node] = float((got == s).mean()) if len(got) else float("nan")
     return out

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from corpus_proximity import cli
+from corpus_proximity.analysis import contamination
+from corpus_proximity.analysis.contamination_outcomes import stage_shares
 from corpus_proximity.cache import StageDir
 from corpus_proximity.config import ExperimentConfig
 from corpus_proximity.ensemble.registry import latest_stability
@@ -47,6 +49,9 @@ class Exploration:
     """The correctness field behind the error rates and the map's right / wrong markers."""
     notes: list[str] = dc_field(default_factory=list)
     """What is missing and the command that produces it (names, annotations)."""
+    stages: dict | None = None
+    """Stage × node of the tree (``contamination.tree_stages``) when the chunks carry
+    ``contamination.stage_field``; the node table then has a ``stage_share.<stage>`` column each."""
 
 
 def load_names(cfg: ExperimentConfig, config_arg: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
@@ -104,7 +109,7 @@ def load_exploration(cfg: ExperimentConfig, annotations: Path | None = None, fie
     tree = ClusterTree.load(tree_sd.path)
     up = tree_sd.read_meta()["upstream"]
     chunks = chunking.read_chunks(StageDir.for_key(cfg.cache_dir, chunking.STAGE, up["chunks"]),
-                                  ["chunk_id", "doc_id", "text"])
+                                  ["chunk_id", "doc_id", "text", "metadata"])
     texts = chunks.column("text").to_pylist()
     names, desc, notes = load_names(cfg, config_arg)
     map_sd = run_map(cfg, log)
@@ -146,11 +151,16 @@ def load_exploration(cfg: ExperimentConfig, annotations: Path | None = None, fie
         else:
             errors = output_errors(ann, field_label, correct_field)
     stab = latest_stability(cfg.cache_dir, tree_sd.key)
-    table = ex_.node_table(tree, names, desc, errors, stab.mean if stab is not None else None)
+    stages, shares = None, None
+    chunk_stage = contamination.chunk_stages(cfg, chunks.column("metadata").to_pylist())
+    if chunk_stage is not None:
+        stages = contamination.tree_stages(tree, chunk_stage, cfg.contamination.stage_field, cfg.contamination.alpha)
+        shares = stage_shares({nid: n.members for nid, n in tree.nodes.items()}, chunk_stage)
+    table = ex_.node_table(tree, names, desc, errors, stab.mean if stab is not None else None, shares)
     return Exploration(cfg, tree, tree_sd.path, ex_.display_names(tree, names), table,
                        ex_.hover_samples(tree, texts, v.hover_samples, v.preview_chars), texts,
                        chunks.column("chunk_id").to_pylist(), chunks.column("doc_id").to_pylist(),
-                       coords, shown, map_note, ann, field_label, correct_field, notes)
+                       coords, shown, map_note, ann, field_label, correct_field, notes, stages)
 
 
 def map_outputs(ex: Exploration, text_field: str | None = None, correct_field: str | None = None) -> pd.DataFrame | None:

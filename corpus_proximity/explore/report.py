@@ -12,7 +12,7 @@ from plotly.offline import get_plotlyjs
 
 from corpus_proximity.cache import atomic_write_json
 from corpus_proximity.explore import views as ex_
-from corpus_proximity.explore.contamination_view import contamination_section
+from corpus_proximity.explore.contamination_view import contamination_section, stages_html
 from corpus_proximity.explore.data import Exploration, map_outputs, output_errors, top_labels
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222}
@@ -76,6 +76,7 @@ def model_view(ex: Exploration, model: str | None, k: int, tree_kind: str, first
             f"<h2>The tree{html.escape(who)}</h2><p class=meta>Click a node to zoom in; the menus switch the layout "
             "and the colouring. Hover: statistics and the texts nearest the node's centroid.</p>",
             tree_fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"tree-{k}"),
+            stages_note(ex),
             f"<h2>Top-level clusters{html.escape(who)}</h2>",
             _html_table(top, {"coherence": "{:.2f}", "error_rate": "{:.1%}"})]
     if model is not None:
@@ -90,6 +91,14 @@ def model_view(ex: Exploration, model: str | None, k: int, tree_kind: str, first
              map_fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"map-{k}"),
              stats_section(ex, model), "</div>"]
     return "\n".join(body)
+
+
+def stages_note(ex: Exploration) -> str:
+    """Under the tree, where the chunks carry corpus stages: how to colour by one, and the stage × node tests."""
+    if ex.stages is None:
+        return ""
+    return ("<p class=meta>The corpus has stages: the colour menu's <i>stage share</i> entries colour each node by "
+            "that stage's share of its chunks. Stage × node, per depth:</p>" + stages_html(ex.stages))
 
 
 def outside_section(ex: Exploration) -> str:
@@ -125,7 +134,7 @@ def render_report(ex: Exploration, tree_kind: str = "sunburst") -> str:
     body.append(outside_section(ex))
     body.append(f"<script type='text/javascript'>{get_plotlyjs()}</script>")  # inlined once, before every figure
     body += [model_view(ex, m, k, tree_kind, k == first) for k, m in enumerate(models)]
-    body.append(contamination_section(ex.cfg.outputs / "contamination"))
+    body.append(contamination_section(ex.cfg.outputs / "contamination", dict(zip(ex.chunk_ids, ex.texts))))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>corpus-proximity: {html.escape(ex.cfg.name)}"
             f"</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + f"\n{SELECT_JS}</body></html>\n")
 

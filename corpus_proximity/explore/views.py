@@ -37,9 +37,26 @@ COLOUR_BY = {  # name → (node table column, colour scale, what the colours mea
 }
 
 
+STAGE_SHARE = "stage_share."  # node table columns: a corpus stage's share of the node's chunks
+STAGE_COLOUR = "stage share: "  # colour key of one such column: "stage share: <stage>"
+
+
 def colour_options(table: pd.DataFrame) -> list[str]:
-    """The COLOUR_BY keys that ``table`` has data for."""
-    return [c for c, (col, _, _) in COLOUR_BY.items() if col == "depth" or col in table]
+    """The COLOUR_BY keys that ``table`` has data for, then one "stage share: <stage>" per corpus stage."""
+    return ([c for c, (col, _, _) in COLOUR_BY.items() if col == "depth" or col in table]
+            + [STAGE_COLOUR + c[len(STAGE_SHARE):] for c in table.columns if c.startswith(STAGE_SHARE)])
+
+
+def colour_spec(table: pd.DataFrame, colour_by: str) -> tuple[str, str | None, str]:
+    """(column, colour scale, what the colours mean) of a colour key (:func:`colour_options`)."""
+    if not colour_by.startswith(STAGE_COLOUR):
+        return COLOUR_BY[colour_by]
+    stage = colour_by[len(STAGE_COLOUR):]
+    col = STAGE_SHARE + stage
+    root = table.loc[table["id"] == ROOT, col] if col in table else pd.Series(dtype=float)
+    overall = f" ({float(root.iloc[0]):.0%})" if len(root) and np.isfinite(root.iloc[0]) else ""
+    return (col, "PuOr_r", f"colour: share of stage {stage} in the node's chunks against its share of the corpus"
+            f"{overall}: purple = more, orange = less")
 DEPTH_COLOURS = ["#ffffff", "#4c78a8", "#72b7b2", "#eeca3b", "#f58518", "#e45756", "#b279a2", "#9d755d"]
 _CLUSTER_COL = re.compile(r"^(?:(?P<field>.+)\.)?cluster_depth_(?P<depth>\d+)$")
 
@@ -159,10 +176,13 @@ def node_errors(clusters_by_depth: dict[int, np.ndarray], graded: np.ndarray, co
 
 
 def node_table(tree: ClusterTree, names: dict[str, str], descriptions: dict[str, str] | None = None,
-               errors: pd.DataFrame | None = None, stability: dict[str, float] | None = None) -> pd.DataFrame:
+               errors: pd.DataFrame | None = None, stability: dict[str, float] | None = None,
+               stages: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
     """One row per node (root first, then breadth first): id, name, parent, depth, size, noise,
     noise_share, coherence, leaf_reason, description; with ``errors``, n_outputs/errors/error_rate;
-    with ``stability`` (cluster_ensemble.py), its per-node stability."""
+    with ``stability`` (cluster_ensemble.py), its per-node stability; with ``stages`` (stage →
+    node → share, :func:`~corpus_proximity.analysis.contamination_outcomes.stage_shares`), a
+    ``stage_share.<stage>`` column per corpus stage."""
     labels = display_names(tree, names)
     order = sorted(tree.nodes, key=lambda i: (tree.nodes[i].depth, [int(p) for p in i.split(".")] if i != ROOT else []))
     rows = []
@@ -175,6 +195,8 @@ def node_table(tree: ClusterTree, names: dict[str, str], descriptions: dict[str,
                      "description": (descriptions or {}).get(nid, "")})
         if stability is not None:
             rows[-1]["stability"] = float(stability.get(nid, np.nan) if nid != ROOT else np.nan)
+        for stage, share in (stages or {}).items():
+            rows[-1][STAGE_SHARE + stage] = float(share.get(nid, np.nan))
     return with_errors(pd.DataFrame(rows), errors)
 
 
@@ -227,7 +249,7 @@ def _wrap(text: str, width: int = 90) -> str:
 
 def node_colours(table: pd.DataFrame, colour_by: str) -> list[str]:
     """One CSS colour per row of ``table`` for ``colour_by`` (a key of COLOUR_BY); n/a is light grey."""
-    col, scale, _ = COLOUR_BY[colour_by]
+    col, scale, _ = colour_spec(table, colour_by)
     if col == "depth":
         return [DEPTH_COLOURS[(d + 1) % len(DEPTH_COLOURS)] for d in table["depth"]]
     vals = table[col].to_numpy(dtype=float) if col in table else np.full(len(table), np.nan)
@@ -235,7 +257,7 @@ def node_colours(table: pd.DataFrame, colour_by: str) -> list[str]:
         lo, hi = 0.0, 1.0
     elif col == "coherence":
         lo, hi = -0.1, 0.5  # silhouettes of real text clusters live here; fixed so colours compare across trees
-    elif col == "error_rate":  # diverging around the overall rate (the root's), symmetric
+    elif col == "error_rate" or col.startswith(STAGE_SHARE):  # diverging around the root's value, symmetric
         centre = float(table.loc[table["id"] == ROOT, col].iloc[0]) if (table["id"] == ROOT).any() else float(np.nanmean(vals))
         span = max(float(np.nanmax(np.abs(vals - centre))) if np.isfinite(vals).any() else 0.0, 1e-9)
         lo, hi = centre - span, centre + span
@@ -255,6 +277,7 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
     if kind not in TREE_KINDS:
         raise ValueError(f"kind must be one of {TREE_KINDS}")
     colour_keys = colour_options(table)
+    stage_cols = [c for c in table.columns if c.startswith(STAGE_SHARE)]
     hovers = []
     for r in table.itertuples():
         lines = [f"<b>{hover(r.id)}  {hover(r.name)}</b>" if r.id != ROOT else "<b>corpus</b>",
@@ -263,6 +286,9 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
                  + ("" if not np.isfinite(getattr(r, "stability", np.nan)) else f" · stability {r.stability:.2f}")]
         if "error_rate" in table and getattr(r, "n_outputs", 0):
             lines.append(f"model outputs here: {r.n_outputs}, wrong {r.errors} ({r.error_rate:.0%})")
+        if stage_cols:
+            lines.append("stages: " + " · ".join(f"{hover(c[len(STAGE_SHARE):])} {table.at[r.Index, c]:.0%}"
+                                                 for c in stage_cols if np.isfinite(table.at[r.Index, c])))
         lines += ["— " + _wrap(s) for s in samples.get(r.id, [])]
         hovers.append("<br>".join(lines))
     trace = dict(type=kind, ids=table["id"].tolist(), labels=[hover(n) for n in table["name"]],
@@ -272,12 +298,13 @@ def tree_figure(table: pd.DataFrame, samples: dict[str, list[str]], kind: str = 
                  maxdepth=-1)
     fig = go.Figure(trace)
     fig.update_layout(margin=dict(t=60, l=5, r=5, b=5), height=height,
-                      title=dict(text=hover(COLOUR_BY[colour_by][2] + title_suffix), font=dict(size=13), x=0.5))
+                      title=dict(text=hover(colour_spec(table, colour_by)[2] + title_suffix), font=dict(size=13),
+                                 x=0.5))
     if switches:
         kinds = [dict(label=k, method="restyle", args=[{"type": k}]) for k in TREE_KINDS]
-        colours = [dict(label=f"colour: {c}", method="update",
+        colours = [dict(label=hover(f"colour: {c}"), method="update",
                         args=[{"marker.colors": [node_colours(table, c)]},
-                              {"title.text": hover(COLOUR_BY[c][2] + title_suffix)}])
+                              {"title.text": hover(colour_spec(table, c)[2] + title_suffix)}])
                    for c in colour_keys]
         fig.update_layout(updatemenus=[
             dict(buttons=kinds, x=0.0, y=1.08, xanchor="left", yanchor="top", active=TREE_KINDS.index(kind)),
