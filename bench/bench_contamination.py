@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_proximity.analysis.ngrams import TokenHasher, build_index, tokenize
+from corpus_proximity.analysis.ngrams import TokenHasher, build_index, tokenize, tokenize_with_offsets
 from corpus_proximity.cache import atomic_write_json, atomic_write_text
 
 from bench_tree import _proc_kib, machine_info
@@ -84,7 +84,18 @@ def worker(task: dict) -> dict:
         t0 = time.perf_counter()
         found = [m.longest_span >= 60 for m in index.match_many([tokenize(q) for q in qs], hasher)]
         lookup_s = time.perf_counter() - t0
+        # the evidence's character offsets: contamination.py tokenises items with offsets (a per-character
+        # pass), against the plain tokenizer on the same texts
+        t0 = time.perf_counter()
+        for q in qs:
+            tokenize(q)
+        plain_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for q in qs:
+            tokenize_with_offsets(q)
+        offsets_s = time.perf_counter() - t0
         return {"build_s": build_s, "lookup_s": lookup_s, "peak_mb": peak, "data_mb": data_mb,
+                "tokenize_s": plain_s, "tokenize_offsets_s": offsets_s,
                 "distinct": int(len(index.hashes)), "index_bytes": index.nbytes, "tokens": index.n_tokens,
                 "planted_found": float(np.mean(np.array(found)[planted])),
                 "false_found": float(np.mean(np.array(found)[~planted]))}
@@ -123,6 +134,11 @@ def write_markdown(result: dict) -> None:
                   f"({r['peer_queries_per_s']:,.0f}) | {r['index_mb_per_1m_chunks']:,.0f} "
                   f"({r['peer_peak_mb_per_1m_chunks']:,.0f}) | {o['peak_mb'] - o['data_mb']:,.0f} "
                   f"({o['index_bytes'] / 2**20:,.0f}) | {p['index_gb']:.1f}, {p['build_hours_one_core']:.1f} |")
+    o = next(iter(result["by_n"].values()))["ours"]
+    if "tokenize_offsets_s" in o:
+        md.append(f"\nEvidence offsets: tokenising the queries with character offsets takes "
+                  f"{o['tokenize_offsets_s'] / max(o['tokenize_s'], 1e-9):.1f}× the plain tokenizer "
+                  f"({result['queries'] / max(o['tokenize_offsets_s'], 1e-9):,.0f} queries/s).")
     md.append("\nBuild peak = the final merge (about 3-4× the index: the batches' arrays, the sort order, the sorted "
               "copy) plus one batch's Python tokens (`contamination.batch_size` chunks), so it does not scale per chunk.")
     atomic_write_text(RESULTS / "latest-contamination.md", "\n".join(md) + "\n")

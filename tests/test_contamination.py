@@ -477,3 +477,22 @@ def test_corrupt_ngram_index_is_one_line_naming_the_file(synthetic, tmp_path, ca
         err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("error")]
         assert rc == 2 and len(err) == 1, err  # one error line (after the cache-hit lines of the stages upstream)
         assert err[0].startswith(f"error: {sd.file(name)} is corrupt") and err[0].endswith(f"delete {sd.path} and rerun")
+
+
+def test_matches_html_marks_the_span_and_escapes():
+    from corpus_proximity.explore.contamination_view import highlight_spans, matches_html
+
+    item = "Q: <b>the quick brown fox</b> jumps?"
+    chunk = "Intro & <i>more</i>: The quick brown FOX</b> jumps over."
+    i0, i1 = item.index("the quick"), item.index("fox") + 3
+    c0, c1 = chunk.index("The quick"), chunk.index("FOX") + 3
+    items = pd.DataFrame({"item": [0, 1, 2], "verdict": ["verbatim", "near", "far"], "text": [item, "x y", "z"],
+                          "span_chunk": ["c<1>", "gone", ""], "span_item_char_start": [i0, 0, -1],
+                          "span_item_char_end": [i1, 3, -1], "span_chunk_char_start": [c0, 0, -1],
+                          "span_chunk_char_end": [c1, 3, -1]})
+    page = matches_html(items, {"c<1>": chunk})
+    assert "<mark>the quick brown fox</mark>" in page and "<mark>The quick brown FOX</mark>" in page
+    assert "&lt;b&gt;" in page and "&lt;i&gt;more&lt;/i&gt;" in page and "<b>c&lt;1&gt;</b>" in page
+    assert "<i>more" not in page and page.count("<tr>") == 2  # the header and item 0 (item 1's chunk is unknown)
+    assert highlight_spans(item, chunk, i0, i1, 0, 5) is None  # offsets that do not fit the texts: not shown
+    assert matches_html(items.iloc[1:], {"c<1>": chunk}) == ""

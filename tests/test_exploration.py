@@ -210,3 +210,30 @@ def test_errors_chart_counts_every_output_in_its_deepest_cluster_and_outside_apa
     marker = ex_.errors_figure(errs, 50 / 90, "t").data[0].marker
     assert marker.cmin + marker.cmax == pytest.approx(2 * 50 / 90)  # centred on the overall rate
     assert marker.colorscale[0][1] != marker.colorscale[-1][1]  # diverging, not white-to-red
+
+
+def test_stage_share_columns_colours_and_escaped_labels(tree):
+    from corpus_proximity.analysis.contamination_outcomes import stage_shares
+
+    # rows 0-49 (node 0) are mostly "sft", the rest "pretrain"; one stage name is hostile markup
+    evil = "<img src=x onerror=alert(1)>"
+    stages = np.array(["pretrain"] * 100, dtype=object)
+    stages[:40] = "sft"
+    stages[95:] = evil
+    shares = stage_shares({nid: n.members for nid, n in tree.nodes.items()}, stages)
+    assert shares["sft"] == {ROOT: 0.4, "0": 0.8, "0.0": 1.0, "0.1": 10 / 15, "1": 0.0, "2": 0.0}
+    assert shares[evil][ROOT] == 0.05 and shares[evil]["0"] == 0.0
+    table = ex_.node_table(tree, NAMES, stages=shares)
+    assert ex_.colour_options(table)[-3:] == [f"stage share: {s}" for s in sorted(["pretrain", "sft", evil])]
+    colours = dict(zip(table["id"], ex_.node_colours(table, "stage share: sft")))
+    # diverging around the corpus share (40%): node 0 (80%) and node 1 (0%) sit on opposite sides
+    assert colours["0.0"] != colours["1"] and colours[ROOT] not in (colours["0.0"], colours["1"])
+    assert colours["1"] == colours["2"]
+    assert "(40%)" in ex_.colour_spec(table, "stage share: sft")[2]
+    fig = ex_.tree_figure(table, {}, "icicle", "stage share: sft", switches=True)
+    raw = fig.to_json()
+    assert evil not in raw and "&lt;img src=x onerror=alert(1)&gt;" in raw
+    labels = [b.label for m in fig.layout.updatemenus for b in m.buttons]
+    assert "colour: stage share: sft" in labels and "share of stage sft" in fig.layout.title.text
+    assert "stages: " in fig.data[0].hovertext[1] and "sft 80%" in fig.data[0].hovertext[1]
+    assert "stage share: sft" not in ex_.colour_options(ex_.node_table(tree, NAMES))

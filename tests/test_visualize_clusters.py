@@ -300,3 +300,25 @@ def test_browser_shows_the_named_tree_in_the_dashboard_and_the_report(built, tmp
         except subprocess.TimeoutExpired:
             server.kill()
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000 and (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_and_dashboard_colour_the_tree_by_a_corpus_stage(built, monkeypatch, tmp_path):
+    """The default corpus's sources (BBC News, Python docs) as corpus stages (--set
+    contamination.stage_field=source): one colour entry per stage and the stage × node table,
+    in the report and in the dashboard."""
+    cfg, cfg_file, tree, names, big = built
+    out = tmp_path / "stages.html"
+    stage = ("--set", "contamination.stage_field=source")
+    assert visualize_clusters.main([str(cfg_file), "--quiet", *stage, "--out", str(out)]) == 0
+    page = out.read_text()
+    for s in ("bbc-news", "python-docs"):
+        assert f'"label":"colour: stage share: {s}"' in page
+    assert "The corpus has stages" in page and "Corpus stages (field source:" in page and "Cramér's V" in page
+    at = _app(monkeypatch, str(cfg_file), "--quiet", *stage)
+    assert not at.exception
+    colour = at.sidebar.selectbox(key="colour")
+    assert {"stage share: bbc-news", "stage share: python-docs"} <= set(colour.options)
+    colour.set_value("stage share: python-docs").run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "Cramér's V" in d.value.columns)
+    assert table["p"].iloc[0] < 1e-6  # the tree separates the two sources at depth 0

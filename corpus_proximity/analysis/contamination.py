@@ -15,10 +15,15 @@ For every benchmark item (its text field, and its answer field when given):
    n-grams (last n) are found, or its similarity reaches the corpus's ``near_percentile``
    (and ``near_min_similarity``); else ``far``.
 
-Outputs (``data/outputs/<name>/contamination/<benchmark stem>/``): ``items.parquet`` /
-``items.csv`` (one row per item) and ``summary.json`` (counts per verdict, the calibration, and
-when correctness fields are found the per-model accuracy by verdict and per-node mass,
-:mod:`corpus_proximity.analysis.contamination_outcomes`).
+The evidence of each shared span carries its characters in the item text and in its chunk's text
+(:func:`evidence`), so the matching text can be shown as it is written.
+
+The per-item result is a cached stage, ``contamination-<key>`` (``items.parquet``, ``summary.json``,
+``item_embeddings.npy``; :func:`contamination_identity` says what the key holds). Outputs
+(``data/outputs/<name>/contamination/<benchmark stem>/``): ``items.parquet`` / ``items.csv`` (one
+row per item) and ``summary.json`` (counts per verdict, the calibration, and when correctness
+fields are found the per-model accuracy by verdict and per-node mass,
+:mod:`corpus_proximity.analysis.contamination_outcomes`), joined on every run.
 """
 
 from __future__ import annotations
