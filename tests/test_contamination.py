@@ -496,3 +496,30 @@ def test_matches_html_marks_the_span_and_escapes():
     assert "<i>more" not in page and page.count("<tr>") == 2  # the header and item 0 (item 1's chunk is unknown)
     assert highlight_spans(item, chunk, i0, i1, 0, 5) is None  # offsets that do not fit the texts: not shown
     assert matches_html(items.iloc[1:], {"c<1>": chunk}) == ""
+
+
+def _tab_with_chunks(root: str, chunks: dict) -> None:
+    from pathlib import Path
+
+    from corpus_proximity.explore.contamination_view import contamination_tab
+
+    contamination_tab(Path(root), chunks)
+
+
+def test_dashboard_tab_marks_the_matching_text(synthetic):
+    from streamlit.testing.v1 import AppTest
+
+    from corpus_proximity.text import chunking
+
+    tmp, cfg = synthetic
+    assert contamination_main([str(tmp / "cfg.py"), "--quiet", "--benchmark", str(tmp / "bench.jsonl"),
+                               "--text-field", "q"]) == 0
+    t = chunking.read_chunks(chunking.stage_dir(cfg), ["chunk_id", "text"])
+    chunks = dict(zip(t.column("chunk_id").to_pylist(), t.column("text").to_pylist()))
+    at = AppTest.from_function(_tab_with_chunks, args=(str(cfg.outputs / "contamination"), chunks),
+                               default_timeout=60).run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown]
+    # the whole planted sentence is the match, bold (its "." escaped), in the item and in chunk d3's text
+    assert any(v.startswith("**item:** **Janet has sixteen ducks") and v.endswith("farm house\\.**") for v in shown)
+    assert any(v.startswith("**chunk** d3") and "**Janet has sixteen ducks" in v for v in shown), shown
