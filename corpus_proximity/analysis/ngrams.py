@@ -53,6 +53,12 @@ def tokenize_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]] |
     expand those, "ﬁ" → "fi"), so every normalised character maps back to the original range it
     came from. Where that piecewise normalisation would give other tokens than the whole text's
     (NFKC composing across such pieces, e.g. conjoining Hangul jamo), the offsets are None."""
+    low = text.lower()
+    if len(low) == len(text) and unicodedata.is_normalized("NFKC", text):
+        # the common case: normalising changes no character's position (lower() never shortens a
+        # character, so an equal length means one character for one)
+        found = list(_TOKEN.finditer(low))
+        return [m.group() for m in found], [m.span() for m in found]
     pieces, owner = [], []
     start = 0
     for i in range(1, len(text) + 1):
