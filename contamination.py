@@ -7,8 +7,10 @@ Writes ``items.parquet`` / ``items.csv`` (per item: n-gram share and longest sha
 nearest chunk, similarity and its corpus percentile, verdict, evidence), ``nodes.*`` (per tree
 node: contamination mass and each model's error rate) and ``summary.json`` to
 ``data/outputs/<name>/contamination/<benchmark stem>/``, and ``stages.json`` (stage × node) next to
-them when the corpus has a ``contamination.stage_field``. Columns and verdicts:
-:mod:`corpus_proximity.analysis.contamination`.
+them when the corpus has a ``contamination.stage_field``. The per-item result is cached in
+``data/cache/contamination-<key>/`` (keyed on the benchmark file's bytes, its fields, the thresholds
+and the corpus's n-gram and embedding keys): a rerun with the same inputs only redoes the join
+with the outcomes. Columns and verdicts: :mod:`corpus_proximity.analysis.contamination`.
 """
 
 from __future__ import annotations
