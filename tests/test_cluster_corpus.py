@@ -387,3 +387,26 @@ def test_layer_pick_takes_the_most_persistent_layer_within_the_bounds():
     assert _n_clusters(pick_layer(layers, [0.0, 0.9, 0.5], 2, 4)) == 3  # max_children bounds it
     assert _n_clusters(pick_layer(layers, [0.0, 0.9, 0.5], 10, 60)) == 12  # min_children bounds it
     assert _n_clusters(pick_layer(layers, [0.0, 0.9, 0.5], 20, 60)) == 12  # none in range: the nearest
+
+
+def test_small_nodes_run_numba_on_one_thread_with_the_same_tree(monkeypatch):
+    # Below SERIAL_BELOW a node's numba kernels run on one thread (parallel Borůvka spins on a
+    # busy machine); the tree must not depend on it, and the caller's thread count is restored.
+    import numba
+
+    from corpus_proximity.tree import build
+
+    X, _, _ = planted_hierarchy(n_coarse=3, n_fine=2, per_fine=60, dim=16, seed=2)
+    seen = []
+    real = build._split_node
+    monkeypatch.setattr(build, "_split_node", lambda *a: seen.append(numba.get_num_threads()) or real(*a))
+    before = numba.get_num_threads()
+    serial = build.recursive_cluster(X, small_clustering())
+    assert seen and set(seen) == {1} and numba.get_num_threads() == before
+    monkeypatch.setattr(build, "SERIAL_BELOW", 0)
+    seen.clear()
+    threaded = build.recursive_cluster(X, small_clustering())
+    assert set(seen) == {before}
+    assert sorted(serial.nodes) == sorted(threaded.nodes)
+    for i, nd in serial.nodes.items():
+        assert np.array_equal(nd.members, threaded.nodes[i].members)
