@@ -409,8 +409,21 @@ class AnnotationConfig:
     """Clusters with fewer outputs are shown but not tested on their own."""
     batch_size: int = 64
     """Texts per embedding batch; not part of the cache key."""
+    engine: Literal["local", "ray"] = "local"
+    """local: embed and place the outputs in this process. ray: embed them with the embedding
+    stage's Ray actor pool and place them in Ray actors over batches of outputs, the corpus index
+    put in the object store once (the cluster is embedding.ray_address, RAY_ADDRESS or a local
+    instance). The same paths, similarities and outside flags; not part of any cache key."""
+    ray_actors: int = 2
+    """Actors (model copies for the embedding, then placement workers) with engine=ray."""
+    ray_batch: int = 4096
+    """Outputs per placement task with engine=ray (a multiple of 1024 keeps every matrix product
+    the local engine's, so the similarities are bit-identical on one machine)."""
 
     def __post_init__(self) -> None:
+        _check_literals(self, "annotation")
+        _check(self.ray_actors >= 1, "annotation.ray_actors", "must be >= 1")
+        _check(self.ray_batch >= 1, "annotation.ray_batch", "must be >= 1")
         _check(len(self.text_fields) >= 1 and all(self.text_fields), "annotation.text_fields",
                "must name at least one field")
         _check(self.exact_search_max_chunks >= 0, "annotation.exact_search_max_chunks", "must be >= 0")
@@ -712,7 +725,7 @@ class ExperimentConfig:
 
 
 # Fields that never change a stage's result; they are left out of cache keys.
-NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "n_workers", "engine", "ray_address", "ray_actors"}
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "n_workers", "engine", "ray_address", "ray_actors", "ray_batch"}
 
 
 def to_dict(cfg: Any) -> dict:
