@@ -68,9 +68,13 @@ class CorpusConfig:
     MIT-licensed champ-dataset package: 270 competition problems in 5 categories; None = all, 0 = none)."""
     seed: int = 0
     """Seed for the document sample."""
+    batch_size: int = 10_000
+    """Documents read and chunked at a time from a file or folder corpus: chunking holds one batch
+    (and every document id) in memory, never the whole corpus; not part of the cache key."""
 
     def __post_init__(self) -> None:
         _check(bool(self.text_field), "corpus.text_field", "must be a non-empty column name")
+        _check(self.batch_size >= 1, "corpus.batch_size", "must be >= 1")
         _check(self.max_docs is None or self.max_docs >= 1, "corpus.max_docs", "must be >= 1 or None")
         _check(self.min_chars >= 1, "corpus.min_chars", "must be >= 1")
         _check(self.default_bbc_per_topic is None or self.default_bbc_per_topic >= 0,

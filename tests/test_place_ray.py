@@ -100,6 +100,7 @@ def _run(*args) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
+@pytest.mark.slow  # ~30 s over the session pipeline; the planted tests above are the fast variant
 def test_cli_ray_engine_annotates_like_the_local_engine(ray_2cpu, built_default, tmp_path):
     from corpus_proximity.text import chunking
 
