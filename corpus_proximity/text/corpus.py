@@ -147,7 +147,7 @@ def file_batches(p: Path, cfg: CorpusConfig, batch_docs: int) -> Iterator[list[d
             if first:
                 _check_columns(p, df, cfg)
                 first = False
-            yield _records(df, cfg, offset)
+            yield frame_records(df, cfg, offset)
             offset += len(df)
     except InputError:
         raise
@@ -162,7 +162,8 @@ def _check_columns(p: Path, df, cfg: CorpusConfig) -> None:
                          f"set corpus.text_field to the one holding the text")
 
 
-def _records(df, cfg: CorpusConfig, offset: int) -> list[dict]:
+def frame_records(df, cfg: CorpusConfig, offset: int) -> list[dict]:
+    """Documents of the rows of a DataFrame read from a file (``offset``: the first row's number)."""
     use_ids = cfg.id_field is not None and cfg.id_field in df.columns
     meta_cols = [c for c in df.columns if c not in (cfg.text_field, cfg.id_field)]
     docs = []

@@ -8,6 +8,9 @@ The driver streams the results back and writes each shard atomically under the n
 engine uses, so the two engines share one cache layout: a killed Ray run resumes from its finished
 shards with either engine, and the join, checks and ``_SUCCESS`` are the local path's.
 
+:func:`embed_texts_ray` does the same for texts the driver holds (the annotation's model outputs,
+``annotation.engine = "ray"``): they are written to a scratch Parquet file beside the shards first.
+
 The workers read ``chunks.parquet`` by path, so on a multi-node cluster the cache directory must
 be on storage every node mounts (as for any Ray Data read); the vectors travel back to the driver,
 which alone writes.
