@@ -213,7 +213,8 @@ def test_parquet_and_csv_read_in_batches_give_the_whole_file_records(tmp_path, b
     p = tmp_path / "c.parquet"
     pq.write_table(t, p, row_group_size=6)
     indexed = tmp_path / "indexed.parquet"  # a pandas frame with a named index: not a column
-    pd.DataFrame({"text": [f"T {i}" for i in range(n)], "n": range(n)},
+    pd.DataFrame({"text": [f"T {i}" for i in range(n)], "n": range(n),
+                  "m": pd.array([None if i == 20 else i for i in range(n)], dtype="Int64")},  # nullable: stays int
                  index=pd.Index([f"r{i}" for i in range(n)], name="rid")).to_parquet(indexed)
     csv = tmp_path / "c.csv"
     pd.DataFrame({"id": range(n), "text": [f"Doc {i}, quoted \"x\"\nline" for i in range(n)]}).to_csv(csv, index=False)

