@@ -83,11 +83,17 @@ def test_chunks_parquet_written_in_batches_is_the_all_at_once_one(counter, tmp_p
     docs = load_corpus(corpus)
     before = pa.Table.from_pylist(chunk_documents(docs, cfg, counter, 48))  # the pre-streaming writer's table
     pq.write_table(before, tmp_path / "before.parquet")
-    for name, batches, row_group in (("all", [docs], 65_536), ("b7", iter_corpus(corpus, 7), 10)):
-        sources, n = write_chunks(batches, cfg, counter, 48, tmp_path / f"{name}.parquet", row_group=row_group)
+    for name, batches, row_group, row_chars in (("all", [docs], 65_536, 10 ** 9), ("b7", iter_corpus(corpus, 7), 10, 10 ** 9),
+                                                ("c2k", iter_corpus(corpus, 7), 65_536, 2000)):
+        sources, n = write_chunks(batches, cfg, counter, 48, tmp_path / f"{name}.parquet", row_group=row_group,
+                                  row_chars=row_chars)
         assert sources == {"file": 31} and n == before.num_rows > 31
     b7 = pq.read_table(tmp_path / "b7.parquet")
     assert pq.ParquetFile(tmp_path / "b7.parquet").metadata.num_row_groups == (n + 9) // 10
-    assert b7.equals(pq.read_table(tmp_path / "all.parquet")) and b7.equals(pq.read_table(tmp_path / "before.parquet"))
+    chars = sum(len(t) + len(m) for t, m in zip(before.column("text").to_pylist(), before.column("metadata").to_pylist()))
+    assert pq.ParquetFile(tmp_path / "c2k.parquet").metadata.num_row_groups >= chars // 2200
+    for name in ("all", "c2k", "before"):
+        assert b7.equals(pq.read_table(tmp_path / f"{name}.parquet")), name
     assert b7.schema.equals(CHUNK_SCHEMA) and b7.column("metadata")[0].as_py() == '{"n": 0.0}'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.parquet", "b7.parquet", "before.parquet", "docs.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.parquet", "b7.parquet", "before.parquet", "c2k.parquet",
+                                                             "docs.jsonl"]

@@ -40,8 +40,11 @@ CHUNK_SCHEMA = pa.schema([("chunk_id", pa.string()), ("doc_id", pa.string()), ("
                           ("char_start", pa.int64()), ("char_end", pa.int64()), ("n_tokens", pa.int64()),
                           ("text", pa.string()), ("metadata", pa.string())])
 ROW_GROUP_ROWS = 65_536
-"""Chunks per row group of chunks.parquet: what chunking holds before writing, and what a reader of
-a row range (the Ray embedding actors) reads at least."""
+"""Chunks per row group of chunks.parquet at most: what chunking holds before writing, and what a
+reader of a row range (the Ray embedding actors) reads at least."""
+ROW_GROUP_CHARS = 16_000_000
+"""Characters of chunk text per row group at most (long chunks: fewer rows per group), so the rows
+held before a write stay within ~100 MB whatever the chunk length."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])|\n+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -204,7 +207,8 @@ def run_chunking(cfg: ExperimentConfig, log=cli.console) -> StageDir:
 
 
 def write_chunks(batches: Iterable[list[dict]], cfg: ChunkingConfig, counter: TokenCounter | None, budget: int,
-                 path: Path, row_group: int = ROW_GROUP_ROWS) -> tuple[dict[str, int], int]:
+                 path: Path, row_group: int = ROW_GROUP_ROWS,
+                 row_chars: int = ROW_GROUP_CHARS) -> tuple[dict[str, int], int]:
     """Chunk batches of documents into the Parquet file ``path`` (written under a temp name, renamed
     when complete), holding at most one row group of chunks and one batch of documents at a time.
     Returns (documents per source, number of chunks). The rows are :func:`chunk_documents`' over
@@ -216,16 +220,22 @@ def write_chunks(batches: Iterable[list[dict]], cfg: ChunkingConfig, counter: To
         nonlocal n
         with pq.ParquetWriter(tmp, CHUNK_SCHEMA) as w:
             rows: list[dict] = []
+            chars = 0
+
+            def flush() -> None:
+                nonlocal rows, chars, n
+                w.write_table(pa.Table.from_pylist(rows, CHUNK_SCHEMA))
+                n, rows, chars = n + len(rows), [], 0
+
             for docs in batches:
                 count_sources(docs, sources)
-                rows += chunk_documents(docs, cfg, counter, budget)
-                while len(rows) >= row_group:
-                    w.write_table(pa.Table.from_pylist(rows[:row_group], CHUNK_SCHEMA))
-                    n += row_group
-                    rows = rows[row_group:]
+                for row in chunk_documents(docs, cfg, counter, budget):
+                    rows.append(row)
+                    chars += len(row["text"]) + len(row["metadata"])
+                    if len(rows) >= row_group or chars >= row_chars:
+                        flush()
             if rows:
-                w.write_table(pa.Table.from_pylist(rows, CHUNK_SCHEMA))
-                n += len(rows)
+                flush()
         if not n:
             raise InputError(f"corpus: chunking left no chunk of at least chunking.min_chunk_chars="
                              f"{cfg.min_chunk_chars} characters; lower it or use longer texts")
