@@ -421,8 +421,9 @@ class AnnotationConfig:
     ray_actors: int = 2
     """Actors (model copies for the embedding, then placement workers) with engine=ray."""
     ray_batch: int = 4096
-    """Outputs per placement task with engine=ray (a multiple of 1024 keeps every matrix product
-    the local engine's, so the similarities are bit-identical on one machine)."""
+    """Outputs per placement task with engine=ray (the rows are placed one by one, so any size gives
+    the local engine's paths; a multiple of the exact search's 1,024-query block keeps its matrix
+    products the same shape)."""
 
     def __post_init__(self) -> None:
         _check_literals(self, "annotation")
