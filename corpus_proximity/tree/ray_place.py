@@ -63,9 +63,9 @@ class RayPlacer:
 
     def __init__(self, search: NearestChunkSearch, tree: ClusterTree, cfg: AnnotationConfig,
                  ray_address: str | None = None):
+        init_ray(ray_address, num_cpus=cfg.ray_actors, field="embedding.ray_address")  # one line where Ray is absent
         import ray
 
-        init_ray(ray_address, num_cpus=cfg.ray_actors, field="embedding.ray_address")
         payload, tree_ref = ray.put(search_payload(search)), ray.put(tree)
         actor = ray.remote(num_cpus=1)(_Placer)
         self.actors = [actor.remote(payload, tree_ref, cfg.placement, cfg.knn_k) for _ in range(cfg.ray_actors)]
