@@ -68,9 +68,13 @@ class CorpusConfig:
     MIT-licensed champ-dataset package: 270 competition problems in 5 categories; None = all, 0 = none)."""
     seed: int = 0
     """Seed for the document sample."""
+    batch_size: int = 10_000
+    """Documents read and chunked at a time from a file or folder corpus: chunking holds one batch
+    (and every document id) in memory, never the whole corpus; not part of the cache key."""
 
     def __post_init__(self) -> None:
         _check(bool(self.text_field), "corpus.text_field", "must be a non-empty column name")
+        _check(self.batch_size >= 1, "corpus.batch_size", "must be >= 1")
         _check(self.max_docs is None or self.max_docs >= 1, "corpus.max_docs", "must be >= 1 or None")
         _check(self.min_chars >= 1, "corpus.min_chars", "must be >= 1")
         _check(self.default_bbc_per_topic is None or self.default_bbc_per_topic >= 0,
@@ -409,8 +413,22 @@ class AnnotationConfig:
     """Clusters with fewer outputs are shown but not tested on their own."""
     batch_size: int = 64
     """Texts per embedding batch; not part of the cache key."""
+    engine: Literal["local", "ray"] = "local"
+    """local: embed and place the outputs in this process. ray: embed them with the embedding
+    stage's Ray actor pool and place them in Ray actors over batches of outputs, the corpus index
+    put in the object store once (the cluster is embedding.ray_address, RAY_ADDRESS or a local
+    instance). The same paths, similarities and outside flags; not part of any cache key."""
+    ray_actors: int = 2
+    """Actors (model copies for the embedding, then placement workers) with engine=ray."""
+    ray_batch: int = 4096
+    """Outputs per placement task with engine=ray (the rows are placed one by one, so any size gives
+    the local engine's paths; a multiple of the exact search's 1,024-query block keeps its matrix
+    products the same shape)."""
 
     def __post_init__(self) -> None:
+        _check_literals(self, "annotation")
+        _check(self.ray_actors >= 1, "annotation.ray_actors", "must be >= 1")
+        _check(self.ray_batch >= 1, "annotation.ray_batch", "must be >= 1")
         _check(len(self.text_fields) >= 1 and all(self.text_fields), "annotation.text_fields",
                "must name at least one field")
         _check(self.exact_search_max_chunks >= 0, "annotation.exact_search_max_chunks", "must be >= 0")
@@ -712,7 +730,7 @@ class ExperimentConfig:
 
 
 # Fields that never change a stage's result; they are left out of cache keys.
-NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "n_workers", "engine", "ray_address", "ray_actors"}
+NON_SEMANTIC = {"batch_size", "device", "n_jobs", "parallel_min_points", "shard_size", "memory_budget_gb", "checkpoint_every", "n_workers", "engine", "ray_address", "ray_actors", "ray_batch"}
 
 
 def to_dict(cfg: Any) -> dict:

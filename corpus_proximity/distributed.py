@@ -1,4 +1,4 @@
-"""Ray for the stages that scale out (embedding, ensemble runs): one way to start or join it.
+"""Ray for the stages that scale out (embedding, placement, ensemble runs): one way to start or join it.
 
 ``address`` None (and no ``RAY_ADDRESS``) starts a local Ray with node address 127.0.0.1, shut down,
 its processes killed, with this process (Ray 2.60's agents still listen on the host's address and on

@@ -64,3 +64,36 @@ def test_none_strategy_is_one_chunk_per_doc(counter):
     docs = [{"doc_id": "d", "text": "  " + TEXT + "\n", "metadata": {}}]
     rows = chunk_documents(docs, ChunkingConfig(strategy="none"), counter, budget=64)
     assert len(rows) == 1 and rows[0]["chunk_id"] == "d" and rows[0]["text"] == TEXT
+
+
+def test_chunks_parquet_written_in_batches_is_the_all_at_once_one(counter, tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from corpus_proximity.config import CorpusConfig
+    from corpus_proximity.text.chunking import CHUNK_SCHEMA, write_chunks
+    from corpus_proximity.text.corpus import iter_corpus, load_corpus
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": TEXT[: 40 + 97 * i], "n": i if i != 5 else None}) + "\n"
+                           for i in range(31)))
+    corpus, cfg = CorpusConfig(path=str(src)), ChunkingConfig(chunk_overlap_pct=0.2)
+    docs = load_corpus(corpus)
+    before = pa.Table.from_pylist(chunk_documents(docs, cfg, counter, 48))  # the pre-streaming writer's table
+    pq.write_table(before, tmp_path / "before.parquet")
+    for name, batches, row_group, row_chars in (("all", [docs], 65_536, 10 ** 9), ("b7", iter_corpus(corpus, 7), 10, 10 ** 9),
+                                                ("c2k", iter_corpus(corpus, 7), 65_536, 2000)):
+        sources, n = write_chunks(batches, cfg, counter, 48, tmp_path / f"{name}.parquet", row_group=row_group,
+                                  row_chars=row_chars)
+        assert sources == {"file": 31} and n == before.num_rows > 31
+    b7 = pq.read_table(tmp_path / "b7.parquet")
+    assert pq.ParquetFile(tmp_path / "b7.parquet").metadata.num_row_groups == (n + 9) // 10
+    chars = sum(len(t) + len(m) for t, m in zip(before.column("text").to_pylist(), before.column("metadata").to_pylist()))
+    assert pq.ParquetFile(tmp_path / "c2k.parquet").metadata.num_row_groups >= chars // 2200
+    for name in ("all", "c2k", "before"):
+        assert b7.equals(pq.read_table(tmp_path / f"{name}.parquet")), name
+    assert b7.schema.equals(CHUNK_SCHEMA) and b7.column("metadata")[0].as_py() == '{"n": 0.0}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.parquet", "b7.parquet", "before.parquet", "c2k.parquet",
+                                                             "docs.jsonl"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,8 @@ from corpus_proximity.text import chunking, embedding
 from corpus_proximity.text.corpus import read_jsonl
 from corpus_proximity.text.embedders import SentenceTransformerEmbedder, default_prefixes, resolve_model_dir
 from corpus_proximity.tree import stage as tree_stage
-from corpus_proximity.tree.index import ExactSearch, IVFSearch, NearestChunkSearch, assign_to_clusters
-from corpus_proximity.tree.placement import calibrate_outside, outside_flags, vote_placement
+from corpus_proximity.tree.index import ExactSearch, IVFSearch, NearestChunkSearch
+from corpus_proximity.tree.placement import Placed, calibrate_outside, outside_flags, place_outputs
 from corpus_proximity.tree.tree import ClusterTree
 from corpus_proximity.untrusted import term
 
@@ -196,12 +197,19 @@ def embed_queries(cfg: ExperimentConfig, texts: list[str]) -> np.ndarray:
     if sd.complete or not sd.begin():  # begin waits for a concurrent run embedding the same texts
         sd.tidy("shards")
         return load_query_embeddings(sd, len(texts))
-    embedder = _EMBEDDERS.get(model_id_key := json.dumps(model_id, sort_keys=True))
-    if embedder is None:  # one model load per process, however many text fields
-        embedder = _EMBEDDERS[model_id_key] = SentenceTransformerEmbedder(cfg.embedding)
-    embedder.prefix = query_prefix(cfg)
-    shards = embedding.embed_to_shards(texts, embedder, sd.path / "shards", 256, "embedding outputs")
-    embedding.join_shards(shards, sd.file("embeddings.npy"), embedder.dim, len(texts))
+    if cfg.annotation.engine == "ray":  # the embedding stage's actor pool, the same shards
+        from corpus_proximity.text.ray_embed import embed_texts_ray
+
+        shards, dim = embed_texts_ray(replace(cfg.embedding, ray_actors=cfg.annotation.ray_actors), texts,
+                                      sd.path / "shards", 256, query_prefix(cfg))
+    else:
+        embedder = _EMBEDDERS.get(model_id_key := json.dumps(model_id, sort_keys=True))
+        if embedder is None:  # one model load per process, however many text fields
+            embedder = _EMBEDDERS[model_id_key] = SentenceTransformerEmbedder(cfg.embedding)
+        embedder.prefix = query_prefix(cfg)
+        shards, dim = embedding.embed_to_shards(texts, embedder, sd.path / "shards", 256, "embedding outputs"), \
+            embedder.dim
+    embedding.join_shards(shards, sd.file("embeddings.npy"), dim, len(texts))
     sd.finish({"embedding": model_id, "prefix": query_prefix(cfg), "n": len(texts)}, {})
     sd.tidy("shards")
     return load_query_embeddings(sd, len(texts))
@@ -261,6 +269,22 @@ def outside_calibration(cfg: ExperimentConfig, embed_sd: StageDir, corpus: np.nd
 
 # --- annotate ----------------------------------------------------------------------------------
 
+def place_all(cfg: ExperimentConfig, embedded: dict[str, np.ndarray], search: NearestChunkSearch,
+              tree: ClusterTree) -> dict[str, Placed]:
+    """Each text field's outputs placed in the tree, here or (``annotation.engine = "ray"``) on a
+    Ray actor pool holding the index once (corpus_proximity.tree.ray_place); the same result."""
+    a = cfg.annotation
+    if a.engine == "local":
+        return {f: place_outputs(emb, search, tree, a.placement, a.knn_k) for f, emb in embedded.items()}
+    from corpus_proximity.tree.ray_place import RayPlacer
+
+    placer = RayPlacer(search, tree, a, cfg.embedding.ray_address)
+    try:
+        return {f: placer.place(emb) for f, emb in embedded.items()}
+    finally:
+        placer.close()
+
+
 def _alias(field: str) -> str:
     return field.replace(".", "_")
 
@@ -308,15 +332,14 @@ def annotate(cfg: ExperimentConfig, rows: list[dict], results: Path, text_fields
                 "outside_threshold": float(np.percentile(calib, cfg.annotation.outside_percentile)),
                 "text_fields": texts_fields, "outside": {},
                 "correct_fields": list(correct), "skipped": skipped, "analyses": []}
-    for f in texts_fields:
-        emb = embed_queries(cfg, texts[f])
+    embedded = {f: embed_queries(cfg, texts[f]) for f in texts_fields}  # all first: Ray's CPUs go to one pool at a time
+    for f, emb in embedded.items():
         if emb.shape[1] != tree.dim:
             raise InputError(f"outputs embed to {emb.shape[1]}-d but the tree is {tree.dim}-d; the spaces differ")
-        nb_idx, nb_sims = search.search_k(emb, cfg.annotation.knn_k)
-        a = (vote_placement(emb, nb_idx, nb_sims, tree) if cfg.annotation.placement == "knn"
-             else assign_to_clusters(emb, tree))
+    placed = place_all(cfg, embedded, search, tree)
+    for f in texts_fields:
+        a, near, nn_sim = placed[f]
         paths = a.paths
-        near, nn_sim = nb_idx[:, 0], nb_sims[:, 0]
         pct, outside = outside_flags(nn_sim, calib, cfg.annotation.outside_percentile)
         # in the tests an item whose leaf is shallower than d stays in that leaf, so every graded
         # item counts at every depth (the columns keep "" below the leaf); outside items are their own row

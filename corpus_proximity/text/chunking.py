@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
@@ -23,7 +25,7 @@ from corpus_proximity import cli
 from corpus_proximity.cache import StageDir, atomic_writer, stage_key
 from corpus_proximity.config import ChunkingConfig, ExperimentConfig, semantic_dict, to_dict
 from corpus_proximity.errors import InputError
-from corpus_proximity.text.corpus import corpus_identity, describe, load_corpus
+from corpus_proximity.text.corpus import corpus_identity, count_sources, describe, iter_corpus
 from corpus_proximity.text.embedders import (
     load_tokenizer,
     model_max_seq_length,
@@ -34,6 +36,15 @@ from corpus_proximity.text.embedders import (
 STAGE = "chunks"
 STAGE_VERSION = 1
 
+CHUNK_SCHEMA = pa.schema([("chunk_id", pa.string()), ("doc_id", pa.string()), ("chunk_index", pa.int64()),
+                          ("char_start", pa.int64()), ("char_end", pa.int64()), ("n_tokens", pa.int64()),
+                          ("text", pa.string()), ("metadata", pa.string())])
+ROW_GROUP_ROWS = 65_536
+"""Chunks per row group of chunks.parquet at most: what chunking holds before writing, and what a
+reader of a row range (the Ray embedding actors) reads at least."""
+ROW_GROUP_CHARS = 16_000_000
+"""Characters of chunk text per row group at most (long chunks: fewer rows per group), so the rows
+held before a write stay within ~100 MB whatever the chunk length."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])|\n+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -168,30 +179,69 @@ def _budget(cfg: ExperimentConfig) -> int:
 
 
 def run_chunking(cfg: ExperimentConfig, log=cli.console) -> StageDir:
-    """Produce (or reuse) ``chunks.parquet`` for ``cfg``; returns its cache directory."""
+    """Produce (or reuse) ``chunks.parquet`` for ``cfg``; returns its cache directory. The corpus is
+    read and chunked ``corpus.batch_size`` documents at a time (:func:`write_chunks`)."""
     sd = stage_dir(cfg)
     if sd.complete:
         log.print(f"[green]chunks: cache hit[/green] {sd.path}")
         return sd
     log.print(f"chunks: computing → {sd.path}")
-    docs = load_corpus(cfg.corpus)
-    log.print(f"corpus: {describe(docs)}")
     tok = load_tokenizer(_tokenizer_name(cfg))
     # Room for the special tokens the model adds around every input ([CLS] ... [SEP]).
     budget = max(8, _budget(cfg) - tok.num_special_tokens_to_add())
-    rows = chunk_documents(docs, cfg.chunking, HFTokenCounter(tok), budget)
-    if not rows:
-        raise InputError(f"corpus: chunking left no chunk of at least chunking.min_chunk_chars="
-                         f"{cfg.chunking.min_chunk_chars} characters; lower it or use longer texts")
-    if not sd.begin():  # a concurrent run of this config finished it while we chunked
+    if not sd.begin():  # a concurrent run of this config finished it while we waited
         return sd
-    table = pa.Table.from_pylist(rows)
-    atomic_writer(sd.file("chunks.parquet"), lambda p: pq.write_table(table, p))
+    try:
+        sources, n_chunks = write_chunks(iter_corpus(cfg.corpus), cfg.chunking, HFTokenCounter(tok), budget,
+                                         sd.file("chunks.parquet"))
+    except BaseException:
+        sd.release()
+        raise
+    n_docs = sum(sources.values())
+    log.print(f"corpus: {describe(sources)}")
     sd.finish({"corpus": to_dict(cfg.corpus), "chunking": to_dict(cfg.chunking),
                "tokenizer": _tokenizer_name(cfg), "token_budget": budget}, {},
-              {"n_docs": len(docs), "n_chunks": len(rows)})
-    log.print(f"chunks: {len(docs)} documents → {len(rows)} chunks")
+              {"n_docs": n_docs, "n_chunks": n_chunks})
+    log.print(f"chunks: {n_docs} documents → {n_chunks} chunks")
     return sd
+
+
+def write_chunks(batches: Iterable[list[dict]], cfg: ChunkingConfig, counter: TokenCounter | None, budget: int,
+                 path: Path, row_group: int = ROW_GROUP_ROWS,
+                 row_chars: int = ROW_GROUP_CHARS) -> tuple[dict[str, int], int]:
+    """Chunk batches of documents into the Parquet file ``path`` (written under a temp name, renamed
+    when complete), holding at most one row group of chunks and one batch of documents at a time.
+    Returns (documents per source, number of chunks). The rows are :func:`chunk_documents`' over
+    all the documents at once, whatever the batches."""
+    sources: dict[str, int] = {}
+    n = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal n
+        with pq.ParquetWriter(tmp, CHUNK_SCHEMA) as w:
+            rows: list[dict] = []
+            chars = 0
+
+            def flush() -> None:
+                nonlocal rows, chars, n
+                w.write_table(pa.Table.from_pylist(rows, CHUNK_SCHEMA))
+                n, rows, chars = n + len(rows), [], 0
+
+            for docs in batches:
+                count_sources(docs, sources)
+                for row in chunk_documents(docs, cfg, counter, budget):
+                    rows.append(row)
+                    chars += len(row["text"]) + len(row["metadata"])
+                    if len(rows) >= row_group or chars >= row_chars:
+                        flush()
+            if rows:
+                flush()
+        if not n:
+            raise InputError(f"corpus: chunking left no chunk of at least chunking.min_chunk_chars="
+                             f"{cfg.min_chunk_chars} characters; lower it or use longer texts")
+
+    atomic_writer(path, write)
+    return sources, n
 
 
 def read_chunks(sd: StageDir, columns: list[str] | None = None):

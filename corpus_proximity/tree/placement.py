@@ -22,9 +22,11 @@ corpus": no region of it is near the output, whatever path the vote gives.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from corpus_proximity.tree.index import Assignment
+from corpus_proximity.tree.index import Assignment, NearestChunkSearch, assign_to_clusters
 from corpus_proximity.tree.tree import ROOT, ClusterTree
 
 
@@ -41,13 +43,14 @@ def chunk_paths(tree: ClusterTree) -> tuple[np.ndarray, np.ndarray]:
 
 
 def vote_placement(embeddings: np.ndarray, nb_idx: np.ndarray, nb_sims: np.ndarray, tree: ClusterTree,
-                   block: int = 4096) -> Assignment:
+                   block: int = 4096, paths: tuple[np.ndarray, np.ndarray] | None = None) -> Assignment:
     """Paths by the similarity-weighted vote of each row's neighbours (see the module doc).
 
     ``nb_idx`` / ``nb_sims``: (n, k) corpus rows and cosine similarities of the k nearest chunks,
     nearest first (-1 where missing). Ties go to the nearer neighbour. Distances are to the chosen
-    node's centroid, as in the descent, so both placements fill the same columns."""
-    ids, P = chunk_paths(tree)
+    node's centroid, as in the descent, so both placements fill the same columns. ``paths``:
+    :func:`chunk_paths` of ``tree``, for a caller placing many batches in one tree."""
+    ids, P = paths if paths is not None else chunk_paths(tree)
     n, depths = len(embeddings), P.shape[1]
     cents = np.stack([tree.nodes[i].centroid for i in ids[:-1]]).astype(np.float32) if len(ids) > 1 else None
     node_index = np.full((n, depths), -1, dtype=np.int32)
@@ -86,6 +89,27 @@ def vote_placement(embeddings: np.ndarray, nb_idx: np.ndarray, nb_sims: np.ndarr
                 break
     node_index[node_index < 0] = len(ids) - 1  # the "" entry
     return Assignment(node_index, ids, dist)
+
+
+class Placed(NamedTuple):
+    """Where outputs sit: their tree paths and the similarity of their nearest corpus chunk."""
+
+    assignment: Assignment
+    nearest: np.ndarray
+    """(n,) corpus row of each output's nearest chunk."""
+    nn_sim: np.ndarray
+    """(n,) cosine similarity of that chunk."""
+
+
+def place_outputs(embeddings: np.ndarray, search: NearestChunkSearch, tree: ClusterTree, placement: str, k: int,
+                  paths: tuple[np.ndarray, np.ndarray] | None = None) -> Placed:
+    """The annotation's placement of a batch of outputs: their ``k`` nearest chunks, then the vote
+    (``placement = "knn"``) or the centroid descent ("centroid"). Row-wise, so batches of outputs
+    placed apart (the Ray engine) give what one call over all of them gives."""
+    nb_idx, nb_sims = search.search_k(embeddings, k)
+    a = (vote_placement(embeddings, nb_idx, nb_sims, tree, paths=paths) if placement == "knn"
+         else assign_to_clusters(embeddings, tree))
+    return Placed(a, nb_idx[:, 0], nb_sims[:, 0])
 
 
 def calibrate_outside(corpus: np.ndarray, doc_ids, n_sample: int, seed: int, block: int = 8192) -> np.ndarray:
