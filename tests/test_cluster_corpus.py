@@ -410,3 +410,30 @@ def test_small_nodes_run_numba_on_one_thread_with_the_same_tree(monkeypatch):
     assert sorted(serial.nodes) == sorted(threaded.nodes)
     for i, nd in serial.nodes.items():
         assert np.array_equal(nd.members, threaded.nodes[i].members)
+
+
+def test_child_epochs_reach_the_nodes_below_the_root_and_stay_out_of_the_key_by_default(monkeypatch):
+    from corpus_proximity.tree import clusterers
+    from corpus_proximity.tree.stage import clustering_identity
+
+    seen = []
+
+    class Recording(clusterers.UMAPReducer):
+        def fit_transform(self, X, seed):
+            seen.append((len(X), self.n_epochs))
+            return super().fit_transform(X, seed)
+
+    monkeypatch.setattr(clusterers, "UMAPReducer", Recording)
+    X, _, _ = planted_hierarchy(n_coarse=3, n_fine=3, per_fine=50, dim=24, fine_sep=0.3, spread=0.04, seed=1)
+    recursive_cluster(X, small_clustering(umap_n_epochs=60, umap_child_epochs=20))
+    assert seen[0] == (len(X), 60) and len(seen) > 1  # the root first, on every point
+    assert {e for n, e in seen[1:]} == {20} and all(n < len(X) for n, _ in seen[1:])
+    # None: every node gets umap_n_epochs
+    assert clusterers.make_reducer(small_clustering(umap_n_epochs=60), is_root=False).n_epochs == 60
+    # None (or the root's own count) is the same tree, so it keeps the key trees had before the field
+    base = clustering_identity(ClusteringConfig())
+    assert "umap_child_epochs" not in base
+    assert clustering_identity(ClusteringConfig(umap_child_epochs=200)) == base
+    assert clustering_identity(ClusteringConfig(umap_child_epochs=100))["umap_child_epochs"] == 100
+    with pytest.raises(InputError, match="clustering.umap_child_epochs"):
+        ClusteringConfig(umap_child_epochs=5)

@@ -81,7 +81,7 @@ def _split_node(X: np.ndarray, depth: int, cfg: ClusteringConfig, seed: int, is_
         return Split(None, mcs, None, "too_small")
     name = cfg.root_clusterer if is_root else cfg.clusterer
     raw_kmeans = name == "kmeans" and cfg.kmeans_space == "raw"
-    reduced = (IdentityReducer() if raw_kmeans else make_reducer(cfg)).fit_transform(X, seed)
+    reduced = (IdentityReducer() if raw_kmeans else make_reducer(cfg, is_root)).fit_transform(X, seed)
     labels = make_clusterer(name, cfg).fit_predict(reduced, mcs, seed)
     method = name
     if len(set(labels[labels >= 0].tolist())) < 2 and cfg.fallback == "kmeans" and name != "kmeans":

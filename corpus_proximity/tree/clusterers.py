@@ -263,9 +263,11 @@ def attach_inside(X: np.ndarray, labels: np.ndarray, extent: float) -> np.ndarra
     return labels
 
 
-def make_reducer(cfg: ClusteringConfig) -> Reducer:
+def make_reducer(cfg: ClusteringConfig, is_root: bool = True) -> Reducer:
+    """The node's reducer; below the root with ``umap_child_epochs`` epochs when that is set."""
+    epochs = cfg.umap_n_epochs if is_root or cfg.umap_child_epochs is None else cfg.umap_child_epochs
     return UMAPReducer(cfg.umap_n_components, cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.umap_fit_sample,
-                       cfg.umap_n_epochs)
+                       epochs)
 
 
 def make_clusterer(name: str, cfg: ClusteringConfig) -> Clusterer:

@@ -31,6 +31,8 @@ def clustering_identity(cc: ClusteringConfig) -> dict:
     if cc.root_clusterer != "layers":
         for f in LAYERS_FIELDS:
             sem.pop(f, None)
+    if cc.umap_child_epochs in (None, cc.umap_n_epochs):  # the same trees: the keys they had before
+        sem.pop("umap_child_epochs", None)
     return sem
 
 
