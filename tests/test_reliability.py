@@ -1,7 +1,8 @@
 """Fault injection: concurrent cold runs, a full or read-only disk (a real tmpfs where this process may
 mount one, else a patched write), kills during a claim, a publish and an annotation, every corrupt
 artifact, hostile markup and control bytes in corpus text and LLM labels, U+2028 in JSONL, path and
-config checks, orphaned workers and the dashboard's bind address.
+config checks, orphaned workers and the dashboard's bind address (a local Ray's in
+tests/test_reliability_ray.py).
 
 The LLM's faults (a trickling server, an endpoint that echoes the key, retries) are in
 tests/test_llm_caller.py and tests/test_naming_llm.py."""
@@ -499,34 +500,3 @@ def test_streamlit_listens_on_localhost_only(built_default, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
-
-
-RAY = textwrap.dedent("""
-    import time
-    from corpus_proximity.distributed import init_ray
-    init_ray(None)
-    print("ready", flush=True)
-    time.sleep(300)
-""")
-
-
-@pytest.mark.slow
-def test_local_ray_ends_with_a_killed_parent():
-    import psutil
-
-    pytest.importorskip("ray")
-    p = subprocess.Popen([PY, "-c", RAY], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        kids = [k for k in psutil.Process(p.pid).children(recursive=True)
-                if "corpus_proximity.children" not in " ".join(k.cmdline())]
-        # not checked: the addresses it listens on. With _node_ip_address=127.0.0.1 Ray 2.60's agents
-        # still listen on the host's address and on "::" (seen in this test); see README
-        assert kids
-        p.send_signal(signal.SIGKILL)
-        p.wait(10)
-        _, alive = psutil.wait_procs(kids, timeout=20)
-        assert not alive, [a.cmdline()[:3] for a in alive]
-    finally:
-        if p.poll() is None:
-            p.kill()
