@@ -46,13 +46,10 @@ from corpus_proximity.tree.tree import ROOT as ROOT_ID
 from corpus_proximity.tree.tree import render
 from corpus_proximity.untrusted import hover, markdown, term
 
+from conftest import write_config
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-
-
-def write_config(path: Path, cfg) -> Path:
-    path.write_text(f"from corpus_proximity.config import *\n\nconfig = {cfg!r}\n")
-    return path
 
 
 def run_cli(main, argv, capsys) -> tuple[int, str]:
@@ -90,20 +87,6 @@ def _error_line(err: str) -> str:
 def stray(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))
                   or p.name.startswith("shard-"))
-
-
-@pytest.fixture
-def copied(built_default, tmp_path):
-    """The session's small default pipeline with its own copy of its chunks, embeddings and tree (free
-    to corrupt); other tests' stages in the shared cache (more trees, names) are left behind."""
-    from corpus_proximity.text import chunking, embedding
-    from corpus_proximity.tree import stage as tree_stage
-
-    for sd in (chunking.stage_dir(built_default), embedding.stage_dir(built_default), tree_stage.stage_dir(built_default)):
-        shutil.copytree(sd.path, tmp_path / "cache" / sd.path.name)
-    cfg = dataclasses.replace(built_default, name="copy", cache_dir=str(tmp_path / "cache"),
-                              output_dir=str(tmp_path / "outputs"))
-    return cfg, write_config(tmp_path / "cfg.py", cfg)
 
 
 # --- concurrency -----------------------------------------------------------------------------------
@@ -239,7 +222,7 @@ def test_kill_during_publish_never_yields_a_mixed_tree_folder(copied, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         tree_stage.publish(cfg, sd, None)
     monkeypatch.setattr(tree_stage.os, "replace", real)
-    with pytest.raises(InputError, match="not a tree folder"):
+    with pytest.raises(InputError, match="not a tree folder|half-published tree folder"):
         tree_for(cfg, out, "CFG")  # refused in one line, no KeyError
     # a folder holding another tree's arrays beside this tree's config: refused by the checksums
     tree_stage.publish(cfg, sd, None)
