@@ -380,6 +380,20 @@ def test_dashboard_node_view_shows_names_as_text(copied, monkeypatch):
     assert not re.search(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\*\*b", shown)
 
 
+def test_dashboard_errors_show_untrusted_text_as_text(tmp_path, monkeypatch):
+    import re
+
+    from streamlit.testing.v1 import AppTest
+
+    hostile = tmp_path / "![x](http://example.invalid/a.png) <img src=x> **b**.py"  # no such config file
+    monkeypatch.setattr(sys, "argv", ["dashboard.py", str(hostile), "--quiet"])
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+    assert not at.exception and len(at.error) == 1
+    body = at.error[0].value
+    assert "does not exist" in body and "example.invalid" in body.replace("\\", "")  # the message, escaped
+    assert not re.search(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\*\*b|(?<!\\)\]\(", body), body
+
+
 # --- input -----------------------------------------------------------------------------------------
 
 def test_jsonl_splits_on_newline_only():
