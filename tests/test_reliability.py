@@ -184,21 +184,60 @@ def test_full_disk_is_one_line_naming_the_path_and_leaves_nothing_half_written(t
         assert list(fs.iterdir()) == []  # no temp file keeps the disk full, nothing under a final name
 
 
-def test_read_only_cache_reading_stages_compute_offline_names_in_memory(copied, capsys):
-    cfg, cfg_file = copied
+@contextmanager
+def read_only_copy(cfg, cfg_file: Path):
+    """(config, config file) of a read-only copy of ``cfg``'s cache: a tmpfs remounted read-only where
+    this process may mount one (root, whom file modes do not stop), else folders made unwritable
+    (chmod a-w); skipped where neither holds. The outputs stay writable."""
     with tmpfs("64m") as fs:
-        if fs is None:
-            pytest.skip("cannot mount a tmpfs here (needs root); the read-only case needs a real read-only disk")
-        shutil.copytree(cfg.cache_dir, fs / "cache")
-        ro = dataclasses.replace(cfg, cache_dir=str(fs / "cache"))
+        root = os.geteuid() == 0
+        if fs is None and root:
+            pytest.skip("root, and no tmpfs can be mounted: nothing here makes a folder read-only for root")
+        base = fs if fs is not None else Path(cfg.cache_dir).parent / "ro"
+        shutil.copytree(cfg.cache_dir, base / "cache")
+        ro = dataclasses.replace(cfg, cache_dir=str(base / "cache"))
         ro_file = write_config(cfg_file.with_name("ro.py"), ro)
-        remount_ro(fs)
+        if fs is not None:
+            remount_ro(fs)
+        else:
+            subprocess.run(["chmod", "-R", "a-w", str(base)], check=True)
+        try:
+            yield ro, ro_file
+        finally:
+            if fs is None:
+                subprocess.run(["chmod", "-R", "u+w", str(base)], check=True)
+
+
+def test_read_only_cache_reading_stages_compute_offline_names_in_memory(copied, capsys):
+    with read_only_copy(*copied) as (ro, ro_file):
         rc = name_clusters.main([str(ro_file), "--tree", "--quiet"])
         err = capsys.readouterr().err
         assert rc == 0, err
         assert "not writable; offline names computed in memory" in " ".join(err.split())
         rc, err = run_cli(name_clusters.main, [str(ro_file), "--name", "--quiet"], capsys)
-        assert rc == 2 and _error_line(err).startswith(f"error: cannot write {fs}") and "read-only" in err, err
+        assert rc == 2 and _error_line(err).startswith(f"error: cannot write {Path(ro.cache_dir).parent}"), err
+
+
+def test_read_only_cache_without_a_map_computes_it_in_memory(copied, capsys, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from corpus_proximity.explore import map as map2d
+
+    cfg, cfg_file = copied
+    assert not list(Path(cfg.cache_dir).glob("map2d-*"))  # the copy has no map
+    with read_only_copy(cfg, cfg_file) as (ro, ro_file):
+        rc, err = run_cli(visualize_clusters.main, [str(ro_file), "--quiet"], capsys)
+        assert rc == 0, err
+        assert "map2d: " in err and "is not writable; the 2-D map computed in memory" in " ".join(err.split())
+        assert (ro.outputs / "report.html").is_file() and not list(Path(ro.cache_dir).glob("map2d-*"))
+        coords, shown, in_memory = map2d.load_map(ro)
+        monkeypatch.setattr(sys, "argv", ["dashboard.py", str(ro_file), "--quiet"])
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+        assert not at.exception and not at.error
+        assert any("2\\-D map was computed in memory" in i.value for i in at.info), [i.value for i in at.info]
+    assert in_memory
+    cached, cached_shown, again = map2d.load_map(cfg)  # the writable copy computes and caches it: the same map
+    assert not again and np.array_equal(coords, cached) and np.array_equal(shown, cached_shown)
 
 
 # --- kills during publish and annotation -----------------------------------------------------------
