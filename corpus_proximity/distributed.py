@@ -31,7 +31,6 @@ def init_ray(address: str | None, num_cpus: int | None = None, field: str = "ray
         os.environ[LOCAL_ONLY] = "0"
     try:
         import ray
-        from ray._private import ray_constants
     except ImportError:
         raise InputError("the ray engine needs Ray: pip install 'corpus-proximity[ray]' (or use the local engine)") from None
     if ray.is_initialized():
@@ -39,7 +38,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, field: str = "ray
     watch_children()
     local = {}
     if address is None:
-        ray_constants.ENABLE_RAY_CLUSTER = False  # imported before the variable was set: the same switch
+        from ray._private import ray_constants  # Ray's own switch, read at its import (the test checks it holds)
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # Ray may have been imported before the variable was set
         local = {"_node_ip_address": "127.0.0.1", "num_cpus": num_cpus}
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
