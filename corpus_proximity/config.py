@@ -229,9 +229,9 @@ class ClusteringConfig:
     """fit_sample: an assigned chunk whose nearest fitted chunk is less similar than this percentile
     of the sample's own leave-one-out nearest-neighbour similarities keeps only its top-level node
     and is noise there (nothing fitted is near it); 0 = every chunk takes its full voted path."""
-    assign_exact_max: int = 20000
+    assign_exact_max: int = 2000
     """fit_sample: the sample is searched exactly up to this many fitted chunks, above it through a
-    faiss IVF index (approximate; nlist = 4·sqrt(sample), nprobe 16)."""
+    faiss IVF index (approximate: nlist = 4·sqrt(sample), nprobe 16; ~7x faster than exact at 20k)."""
     assign_shard_size: int = 65536
     """fit_sample: chunks per assignment task (not part of the cache key: shards never change a path)."""
     engine: Literal["local", "ray"] = "local"

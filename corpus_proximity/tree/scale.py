@@ -29,6 +29,8 @@ Otherwise:
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from joblib import Parallel, delayed
 from rich.progress import Progress
@@ -51,14 +53,14 @@ def fitting_on_sample(n: int, cfg: ClusteringConfig) -> bool:
 
 
 def build_tree(embeddings: np.ndarray, cfg: ClusteringConfig, progress: Progress | None = None,
-               groups: list[np.ndarray] | None = None) -> ClusterTree:
+               groups: list[np.ndarray] | None = None, timings: dict | None = None) -> ClusterTree:
     """The tree of ``embeddings``: a full fit, or fit on a sample + assign (see the module doc).
 
     ``groups``: per-chunk labels to stratify the sample by, outermost first (e.g. [source, doc_id]);
-    None = a uniform sample."""
+    None = a uniform sample. ``timings``, if given, receives the seconds of each step."""
     if not fitting_on_sample(len(embeddings), cfg):
         return recursive_cluster(embeddings, cfg, progress)
-    return fit_and_assign(embeddings, cfg, groups, progress)
+    return fit_and_assign(embeddings, cfg, groups, progress, timings)
 
 
 def fit_sample_indices(n: int, size: int, seed: int, groups: list[np.ndarray] | None = None) -> np.ndarray:
@@ -79,15 +81,25 @@ def fit_sample_indices(n: int, size: int, seed: int, groups: list[np.ndarray] | 
 
 
 def fit_and_assign(X: np.ndarray, cfg: ClusteringConfig, groups: list[np.ndarray] | None = None,
-                   progress: Progress | None = None) -> ClusterTree:
+                   progress: Progress | None = None, timings: dict | None = None) -> ClusterTree:
     """Fit the tree on ``cfg.fit_sample`` chunks of ``X`` and assign the others (see the module doc)."""
+    timings = {} if timings is None else timings
+    clock = [time.perf_counter()]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        timings[step] = round(now - clock[0], 3)
+        clock[0] = now
+
     n = len(X)
     for lo in range(0, n, 65536):  # the sample is checked by recursive_cluster, the rest here
         if not np.isfinite(X[lo:lo + 65536]).all():
             raise InputError("embeddings: contain NaN/inf; recompute them (delete the embed cache directory)")
     sample = fit_sample_indices(n, cfg.fit_sample, cfg.seed, groups)
     S = np.ascontiguousarray(X[sample], dtype=np.float32)
+    lap("sample")
     fitted = recursive_cluster(S, cfg, progress)
+    lap("fit")
     ids, P = chunk_paths(fitted)
     rest = np.setdiff1d(np.arange(n, dtype=np.int64), sample, assume_unique=True)
     node_index = np.full((n, P.shape[1]), -1, dtype=np.int32)
@@ -95,8 +107,12 @@ def fit_and_assign(X: np.ndarray, cfg: ClusteringConfig, groups: list[np.ndarray
     if len(ids) > 1 and len(rest):
         task = AssignTask(build_search(S, cfg), VoteIndex.of(fitted, ids, P), cfg.assign_k,
                           far_threshold(S, cfg))
+        lap("index")
         node_index[rest] = assign(X, rest, task, cfg, progress)
-    return assemble(X, fitted, ids, node_index, cfg.n_samples_per_node)
+        lap("assign")
+    tree = assemble(X, fitted, ids, node_index, cfg.n_samples_per_node)
+    lap("assemble")
+    return tree
 
 
 def build_search(S: np.ndarray, cfg: ClusteringConfig) -> NearestChunkSearch:

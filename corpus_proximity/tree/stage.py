@@ -68,7 +68,9 @@ def run_clustering(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=log) as progress:
-        tree = build_tree(emb, cfg.clustering, progress, groups)
+        tree = build_tree(emb, cfg.clustering, progress, groups, timings := {})
+    if timings:
+        log.print("tree: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     if not sd.begin():  # a concurrent run of this config finished it meanwhile
         return sd
     tree.save(sd.path, chunk_ids)
