@@ -25,6 +25,7 @@ from corpus_proximity.explore import views as ex_
 from corpus_proximity.explore.app import error_views, node_view, sidebar
 from corpus_proximity.explore.contamination_view import contamination_tab, stages_table
 from corpus_proximity.tree.tree import ROOT
+from corpus_proximity.untrusted import markdown
 
 USAGE = "streamlit run dashboard.py -- CONFIG [--set SECTION.FIELD=VALUE] [--annotations DIR]"
 
@@ -50,20 +51,20 @@ def main() -> None:
     try:
         args = parse_args(sys.argv[1:])
     except SystemExit:
-        st.error(f"usage: {USAGE}")
+        st.error(markdown(f"usage: {USAGE}"))
         st.stop()
     try:
         ex = load(args.config, tuple(args.overrides), args.annotations)
     except InputError as e:
-        st.error(str(e))
+        st.error(markdown(str(e)))  # paths and file contents: shown as text, never as Markdown/HTML
         st.stop()
     opts = sidebar(ex)
     tree = ex.tree
-    st.title(f"Corpus map: {ex.cfg.name}")
+    st.title(f"Corpus map: {markdown(ex.cfg.name)}")
     st.caption(f"{tree.n_points} chunks · {tree.n_depths} depths · {len(tree.nodes) - 1} nodes · "
-               f"{len(tree.leaves())} leaves · {len(tree.root.noise)} noise at the root · {ex.tree_dir.name}")
+               f"{len(tree.leaves())} leaves · {len(tree.root.noise)} noise at the root · {markdown(ex.tree_dir.name)}")
     for note in ex.notes:
-        st.info(note)
+        st.info(markdown(note))
     table = ex.table
     if ex.annotations is not None and opts.get("correct"):
         table = ex_.with_errors(table, vc.output_errors(ex.annotations, opts["field"], opts["correct"]))

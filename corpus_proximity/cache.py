@@ -18,6 +18,7 @@ import os
 import platform
 import secrets
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from corpus_proximity import faults
 from corpus_proximity.errors import InputError
 
 SUCCESS = "_SUCCESS"
@@ -185,18 +187,50 @@ def staging_dir(like: Path):
 
 def publish_dir(out: Path, build: Callable[[Path], None]) -> Path:
     """Publish the folder ``out`` as a whole: ``build(tmp)`` fills a private folder beside it, which
-    then takes ``out``'s place by rename, so a reader sees the old folder or the new, never a mix.
-    Leftovers of a killed publish are removed by the next."""
+    then takes ``out``'s place, so a reader (or a run killed at any point) sees the old folder or the
+    new, never a mix. On Linux the two are exchanged in one step (``renameat2(RENAME_EXCHANGE)``);
+    elsewhere the old folder is renamed aside first, and if a kill leaves ``out`` absent the next
+    publish restores it before starting. Leftovers of a killed publish are removed by the next."""
+    _restore_aside(out)
     with staging_dir(out) as tmp:
         build(tmp)
-        if out.exists():
+        faults.pause("swap")
+        if not out.exists():
+            os.replace(tmp, out)
+        elif not _exchange(tmp, out):
             old = tmp.with_suffix(".old")
-            os.replace(out, old)  # between these two renames `out` is briefly absent, never mixed
+            os.replace(out, old)  # a kill between these two renames: `out` absent, restored by the next run
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
     return out
+
+
+def _restore_aside(out: Path) -> None:
+    """Put back the folder a killed two-rename publish left aside (``.<name>.<pid>-*.old``)."""
+    if out.exists() or not out.parent.is_dir():
+        return
+    aside = [p for p in out.parent.glob(f".{out.name}.*.old") if p.is_dir()]
+    if aside:
+        os.replace(max(aside, key=lambda p: p.stat().st_mtime), out)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with RENAME_EXCHANGE); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        shutil.rmtree(a, ignore_errors=True)  # now the old folder
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # a file system without it
+        return False
+    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
 
 
 def remove_stale(path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 
 import pytest
 
@@ -48,3 +50,23 @@ def built_default(tmp_path_factory) -> ExperimentConfig:
     cfg = small_default_cfg.__wrapped__(tmp_path_factory.mktemp("built-default"))
     run_clustering(cfg, Console(file=io.StringIO()))
     return cfg
+
+
+def write_config(path, cfg):
+    """A configs/*.py file rebuilding ``cfg`` (frozen dataclass reprs are valid constructors)."""
+    path.write_text(f"from corpus_proximity.config import *\n\nconfig = {cfg!r}\n")
+    return path
+
+
+@pytest.fixture
+def copied(built_default, tmp_path):
+    """The session's small default pipeline with its own copy of its chunks, embeddings and tree (free
+    to corrupt); other tests' stages in the shared cache (more trees, names) are left behind."""
+    from corpus_proximity.text import chunking, embedding
+    from corpus_proximity.tree import stage as tree_stage
+
+    for sd in (chunking.stage_dir(built_default), embedding.stage_dir(built_default), tree_stage.stage_dir(built_default)):
+        shutil.copytree(sd.path, tmp_path / "cache" / sd.path.name)
+    cfg = dataclasses.replace(built_default, name="copy", cache_dir=str(tmp_path / "cache"),
+                              output_dir=str(tmp_path / "outputs"))
+    return cfg, write_config(tmp_path / "cfg.py", cfg)

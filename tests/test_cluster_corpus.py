@@ -364,6 +364,7 @@ def test_a_small_fit_sample_is_still_a_sample(monkeypatch):
     assert shapes == [(500, 16)]
 
 
+@pytest.mark.slow  # ~1.5 min, and a strict xfail: it documents a target not met yet
 @pytest.mark.xfail(strict=True, reason="issue 20 open: EVoC's layers over this projection hold the 60 blobs and no "
                    "12-region layer, so the pick returns the blobs (top ARI .31); the root rule still has to find it")
 def test_layers_root_finds_many_top_level_regions_and_their_blobs():

@@ -160,6 +160,7 @@ def test_unreachable_endpoint_and_missing_clustering_are_clear_errors(soft_cfg, 
     assert json.loads(nsc.stage_dir(cfg).file("names.json").read_text())["n_failed"] == 4
 
 
+@pytest.mark.slow  # ~2-4 min; the local LLM stays in the default suite through test_naming_local_llm
 @pytest.mark.llm
 def test_local_llm_names_the_soft_clusters(soft_cfg, tmp_path, monkeypatch):
     local_llm_assets()

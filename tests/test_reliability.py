@@ -1,7 +1,8 @@
 """Fault injection: concurrent cold runs, a full or read-only disk (a real tmpfs where this process may
 mount one, else a patched write), kills during a claim, a publish and an annotation, every corrupt
 artifact, hostile markup and control bytes in corpus text and LLM labels, U+2028 in JSONL, path and
-config checks, orphaned workers and the dashboard's bind address.
+config checks, orphaned workers and the dashboard's bind address (a local Ray's in
+tests/test_reliability_ray.py).
 
 The LLM's faults (a trickling server, an endpoint that echoes the key, retries) are in
 tests/test_llm_caller.py and tests/test_naming_llm.py."""
@@ -45,13 +46,10 @@ from corpus_proximity.tree.tree import ROOT as ROOT_ID
 from corpus_proximity.tree.tree import render
 from corpus_proximity.untrusted import hover, markdown, term
 
+from conftest import write_config
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-
-
-def write_config(path: Path, cfg) -> Path:
-    path.write_text(f"from corpus_proximity.config import *\n\nconfig = {cfg!r}\n")
-    return path
 
 
 def run_cli(main, argv, capsys) -> tuple[int, str]:
@@ -89,20 +87,6 @@ def _error_line(err: str) -> str:
 def stray(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))
                   or p.name.startswith("shard-"))
-
-
-@pytest.fixture
-def copied(built_default, tmp_path):
-    """The session's small default pipeline with its own copy of its chunks, embeddings and tree (free
-    to corrupt); other tests' stages in the shared cache (more trees, names) are left behind."""
-    from corpus_proximity.text import chunking, embedding
-    from corpus_proximity.tree import stage as tree_stage
-
-    for sd in (chunking.stage_dir(built_default), embedding.stage_dir(built_default), tree_stage.stage_dir(built_default)):
-        shutil.copytree(sd.path, tmp_path / "cache" / sd.path.name)
-    cfg = dataclasses.replace(built_default, name="copy", cache_dir=str(tmp_path / "cache"),
-                              output_dir=str(tmp_path / "outputs"))
-    return cfg, write_config(tmp_path / "cfg.py", cfg)
 
 
 # --- concurrency -----------------------------------------------------------------------------------
@@ -200,21 +184,60 @@ def test_full_disk_is_one_line_naming_the_path_and_leaves_nothing_half_written(t
         assert list(fs.iterdir()) == []  # no temp file keeps the disk full, nothing under a final name
 
 
-def test_read_only_cache_reading_stages_compute_offline_names_in_memory(copied, capsys):
-    cfg, cfg_file = copied
+@contextmanager
+def read_only_copy(cfg, cfg_file: Path):
+    """(config, config file) of a read-only copy of ``cfg``'s cache: a tmpfs remounted read-only where
+    this process may mount one (root, whom file modes do not stop), else folders made unwritable
+    (chmod a-w); skipped where neither holds. The outputs stay writable."""
     with tmpfs("64m") as fs:
-        if fs is None:
-            pytest.skip("cannot mount a tmpfs here (needs root); the read-only case needs a real read-only disk")
-        shutil.copytree(cfg.cache_dir, fs / "cache")
-        ro = dataclasses.replace(cfg, cache_dir=str(fs / "cache"))
+        root = os.geteuid() == 0
+        if fs is None and root:
+            pytest.skip("root, and no tmpfs can be mounted: nothing here makes a folder read-only for root")
+        base = fs if fs is not None else Path(cfg.cache_dir).parent / "ro"
+        shutil.copytree(cfg.cache_dir, base / "cache")
+        ro = dataclasses.replace(cfg, cache_dir=str(base / "cache"))
         ro_file = write_config(cfg_file.with_name("ro.py"), ro)
-        remount_ro(fs)
+        if fs is not None:
+            remount_ro(fs)
+        else:
+            subprocess.run(["chmod", "-R", "a-w", str(base)], check=True)
+        try:
+            yield ro, ro_file
+        finally:
+            if fs is None:
+                subprocess.run(["chmod", "-R", "u+w", str(base)], check=True)
+
+
+def test_read_only_cache_reading_stages_compute_offline_names_in_memory(copied, capsys):
+    with read_only_copy(*copied) as (ro, ro_file):
         rc = name_clusters.main([str(ro_file), "--tree", "--quiet"])
         err = capsys.readouterr().err
         assert rc == 0, err
         assert "not writable; offline names computed in memory" in " ".join(err.split())
         rc, err = run_cli(name_clusters.main, [str(ro_file), "--name", "--quiet"], capsys)
-        assert rc == 2 and _error_line(err).startswith(f"error: cannot write {fs}") and "read-only" in err, err
+        assert rc == 2 and _error_line(err).startswith(f"error: cannot write {Path(ro.cache_dir).parent}"), err
+
+
+def test_read_only_cache_without_a_map_computes_it_in_memory(copied, capsys, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from corpus_proximity.explore import map as map2d
+
+    cfg, cfg_file = copied
+    assert not list(Path(cfg.cache_dir).glob("map2d-*"))  # the copy has no map
+    with read_only_copy(cfg, cfg_file) as (ro, ro_file):
+        rc, err = run_cli(visualize_clusters.main, [str(ro_file), "--quiet"], capsys)
+        assert rc == 0, err
+        assert "map2d: " in err and "is not writable; the 2-D map computed in memory" in " ".join(err.split())
+        assert (ro.outputs / "report.html").is_file() and not list(Path(ro.cache_dir).glob("map2d-*"))
+        coords, shown, in_memory = map2d.load_map(ro)
+        monkeypatch.setattr(sys, "argv", ["dashboard.py", str(ro_file), "--quiet"])
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+        assert not at.exception and not at.error
+        assert any("2\\-D map was computed in memory" in i.value for i in at.info), [i.value for i in at.info]
+    assert in_memory
+    cached, cached_shown, again = map2d.load_map(cfg)  # the writable copy computes and caches it: the same map
+    assert not again and np.array_equal(coords, cached) and np.array_equal(shown, cached_shown)
 
 
 # --- kills during publish and annotation -----------------------------------------------------------
@@ -238,7 +261,7 @@ def test_kill_during_publish_never_yields_a_mixed_tree_folder(copied, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         tree_stage.publish(cfg, sd, None)
     monkeypatch.setattr(tree_stage.os, "replace", real)
-    with pytest.raises(InputError, match="not a tree folder"):
+    with pytest.raises(InputError, match="not a tree folder|half-published tree folder"):
         tree_for(cfg, out, "CFG")  # refused in one line, no KeyError
     # a folder holding another tree's arrays beside this tree's config: refused by the checksums
     tree_stage.publish(cfg, sd, None)
@@ -396,6 +419,20 @@ def test_dashboard_node_view_shows_names_as_text(copied, monkeypatch):
     assert not re.search(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\*\*b", shown)
 
 
+def test_dashboard_errors_show_untrusted_text_as_text(tmp_path, monkeypatch):
+    import re
+
+    from streamlit.testing.v1 import AppTest
+
+    hostile = tmp_path / "![x](http://example.invalid/a.png) <img src=x> **b**.py"  # no such config file
+    monkeypatch.setattr(sys, "argv", ["dashboard.py", str(hostile), "--quiet"])
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+    assert not at.exception and len(at.error) == 1
+    body = at.error[0].value
+    assert "does not exist" in body and "example.invalid" in body.replace("\\", "")  # the message, escaped
+    assert not re.search(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\*\*b|(?<!\\)\]\(", body), body
+
+
 # --- input -----------------------------------------------------------------------------------------
 
 def test_jsonl_splits_on_newline_only():
@@ -499,34 +536,3 @@ def test_streamlit_listens_on_localhost_only(built_default, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
-
-
-RAY = textwrap.dedent("""
-    import time
-    from corpus_proximity.distributed import init_ray
-    init_ray(None)
-    print("ready", flush=True)
-    time.sleep(300)
-""")
-
-
-@pytest.mark.slow
-def test_local_ray_ends_with_a_killed_parent():
-    import psutil
-
-    pytest.importorskip("ray")
-    p = subprocess.Popen([PY, "-c", RAY], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        kids = [k for k in psutil.Process(p.pid).children(recursive=True)
-                if "corpus_proximity.children" not in " ".join(k.cmdline())]
-        # not checked: the addresses it listens on. With _node_ip_address=127.0.0.1 Ray 2.60's agents
-        # still listen on the host's address and on "::" (seen in this test); see README
-        assert kids
-        p.send_signal(signal.SIGKILL)
-        p.wait(10)
-        _, alive = psutil.wait_procs(kids, timeout=20)
-        assert not alive, [a.cmdline()[:3] for a in alive]
-    finally:
-        if p.poll() is None:
-            p.kill()

@@ -157,6 +157,7 @@ def test_cli_bad_input_is_one_line(tmp_path, overrides, needle):
 
 # --- the real thing: a local llama.cpp server, then annotation of its rollouts -----------------
 
+@pytest.mark.slow  # ~2-4 min; the local LLM stays in the default suite through test_naming_local_llm
 @pytest.mark.llm
 def test_local_llm_rollouts_are_graded_then_annotated(built_default, tmp_path):
     if os.environ.get("CP_SKIP_LLM") == "1":

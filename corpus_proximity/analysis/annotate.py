@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_proximity import cli
+from corpus_proximity import cli, faults
 from corpus_proximity.analysis.stats import OUTSIDE, analyze_clusters
 from corpus_proximity.cache import StageDir, atomic_write_json, atomic_writer, check_artifacts, publish_dir, stage_key
 from corpus_proximity.config import ExperimentConfig, to_dict
@@ -150,6 +150,9 @@ def tree_for(cfg: ExperimentConfig, tree_dir: Path | None, config_path: str) -> 
             raise InputError(f"no tree for {config_path}; run `python cluster_corpus.py {config_path}` first")
         return expected
     meta_file = next((tree_dir / f for f in ("config.json", "tree_config.json") if (tree_dir / f).is_file()), None)
+    if meta_file is None and (tree_dir / "tree.json").is_file():
+        raise InputError(f"--tree {tree_dir}: a half-published tree folder (no tree_config.json: a publish was "
+                         f"interrupted); rerun `python cluster_corpus.py {config_path}` to publish it again")
     if meta_file is None or not (tree_dir / "tree_arrays.npz").is_file():
         raise InputError(f"--tree {tree_dir}: not a tree folder (needs tree.json, tree_arrays.npz, config.json); "
                          f"give a data/cache/tree-* or data/outputs/<name> folder")
@@ -391,6 +394,7 @@ def write_outputs(out_dir: Path, df, analysis: dict) -> None:
     run killed half-way, never leaves the tables of one run beside another's analysis."""
     def build(tmp: Path) -> None:
         df.to_csv(tmp / "annotated.csv", index=False)
+        faults.pause("annotate")  # tests kill here: the new run's folder half built
         df.to_parquet(tmp / "annotated.parquet", index=False)
         atomic_write_json(tmp / "analysis.json", analysis)
 

@@ -19,7 +19,7 @@ from corpus_proximity.config import ExperimentConfig
 from corpus_proximity.ensemble.registry import latest_stability
 from corpus_proximity.errors import InputError
 from corpus_proximity.explore import views as ex_
-from corpus_proximity.explore.map import run_map
+from corpus_proximity.explore.map import load_map
 from corpus_proximity.naming import stage as naming_stage
 from corpus_proximity.text import chunking
 from corpus_proximity.tree.tree import ClusterTree
@@ -112,9 +112,9 @@ def load_exploration(cfg: ExperimentConfig, annotations: Path | None = None, fie
                                   ["chunk_id", "doc_id", "text", "metadata"])
     texts = chunks.column("text").to_pylist()
     names, desc, notes = load_names(cfg, config_arg)
-    map_sd = run_map(cfg, log)
-    coords = np.load(map_sd.file("coords.npy"))
-    shown = np.load(map_sd.file("fitted.npy"))
+    coords, shown, in_memory = load_map(cfg, log)
+    if in_memory:
+        notes.append("the cache is read-only: the 2-D map was computed in memory, not cached")
     n, v = len(coords), cfg.visualization
     map_note = (f"all {n} chunks" if len(shown) == n else
                 f"a deterministic sample of {len(shown):,} of {n:,} chunks (visualization.map_max_points = "

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from corpus_proximity import cli
-from corpus_proximity.cache import StageDir, atomic_save_npy, stage_key
+from corpus_proximity.cache import StageDir, atomic_save_npy, stage_key, writable
 from corpus_proximity.config import ExperimentConfig
 from corpus_proximity.text import embedding
 
@@ -81,3 +81,19 @@ def run_map(cfg: ExperimentConfig, log=cli.console) -> StageDir:
     sd.finish({"visualization": {k: getattr(v, k) for k in MAP_FIELDS}}, {"embed": embed.key},
               {"n": len(emb), "n_fitted": len(fitted), "seconds": round(time.perf_counter() - t0, 2)})
     return sd
+
+
+def load_map(cfg: ExperimentConfig, log=cli.console) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(coordinates of every chunk, the rows drawn, whether they were computed in memory): the cached
+    map, computed and cached on first use; on a read-only cache without one it is computed in memory
+    and stderr says so (a stage that only reads never fails for want of a place to write)."""
+    sd = stage_dir(cfg)
+    if sd.complete or writable(sd.path):
+        sd = run_map(cfg, log)
+        return np.load(sd.file("coords.npy")), np.load(sd.file("fitted.npy")), False
+    emb = embedding.load_embeddings(embedding.stage_dir(cfg))
+    cli.console.print(f"[yellow]map2d: {sd.path.parent} is not writable; the 2-D map computed in memory, "
+                      f"not cached[/yellow]")
+    v = cfg.visualization
+    coords, fitted = fit_map(emb, v.map_max_points, v.umap_n_neighbors, v.umap_min_dist, v.seed)
+    return coords, fitted.astype(np.int64), True

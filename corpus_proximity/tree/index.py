@@ -150,6 +150,12 @@ class IVFSearch:
         self.index = index
         self.index.nprobe = int(nprobe)
 
+    def __reduce__(self):
+        # a faiss index does not pickle: ship its serialized bytes (Ray's object store, processes)
+        import faiss
+
+        return _ivf_from_bytes, (faiss.serialize_index(self.index), int(self.index.nprobe))
+
     @staticmethod
     def auto_nlist(n: int) -> int:
         return int(max(1, min(n // 39, round(4 * np.sqrt(n)))))
@@ -189,6 +195,12 @@ class IVFSearch:
         sims, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         sims = np.where(idx < 0, -np.inf, sims).astype(np.float32)
         return idx.astype(np.int64), sims
+
+
+def _ivf_from_bytes(data: np.ndarray, nprobe: int) -> IVFSearch:
+    import faiss
+
+    return IVFSearch(faiss.deserialize_index(data), nprobe)
 
 
 def nearest_chunks(queries: np.ndarray, corpus: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ corpus": no region of it is near the output, whatever path the vote gives.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -52,12 +53,42 @@ def vote_placement(embeddings: np.ndarray, nb_idx: np.ndarray, nb_sims: np.ndarr
     :func:`chunk_paths` of ``tree``, for a caller placing many batches in one tree."""
     ids, P = paths if paths is not None else chunk_paths(tree)
     n, depths = len(embeddings), P.shape[1]
-    cents = np.stack([tree.nodes[i].centroid for i in ids[:-1]]).astype(np.float32) if len(ids) > 1 else None
+    if len(ids) == 1:
+        return Assignment(np.full((n, depths), -1, dtype=np.int32), ids,
+                          np.full((n, depths), np.nan, dtype=np.float32))
+    node_index, dist = vote_paths(embeddings, nb_idx, nb_sims, VoteIndex.of(tree, ids, P), block)
+    node_index[node_index < 0] = len(ids) - 1  # the "" entry
+    return Assignment(node_index, ids, dist)
+
+
+@dataclass
+class VoteIndex:
+    """What the vote reads of a tree, as arrays (shippable to worker processes and Ray tasks)."""
+
+    P: np.ndarray
+    """(n_points, n_depths) int32 node of every corpus chunk at each depth (:func:`chunk_paths`)."""
+    centroids: np.ndarray
+    """(n_nodes, dim) float32 centroid of every node of ``ids[:-1]``."""
+    top: np.ndarray
+    """Indices of the top-level nodes."""
+
+    @classmethod
+    def of(cls, tree: ClusterTree, ids: np.ndarray, P: np.ndarray) -> "VoteIndex":
+        cents = np.stack([tree.nodes[i].centroid for i in ids[:-1]]).astype(np.float32)
+        top = np.array([k for k, i in enumerate(ids[:-1]) if tree.nodes[i].depth == 0], dtype=np.int32)
+        return cls(P, cents, top)
+
+
+def vote_paths(embeddings: np.ndarray, nb_idx: np.ndarray, nb_sims: np.ndarray, vi: VoteIndex,
+               block: int = 4096, top_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The vote on arrays: (node_index (n, n_depths) int32 into the tree's ids, -1 below the path's
+    end; distances to the chosen centroids). ``top_noise``: neighbours that are top-level noise
+    vote for "top-level noise" like any other (corpus chunks assigned to a tree fitted on a sample,
+    :mod:`corpus_proximity.tree.scale`); else they do not vote at the top level (outputs)."""
+    P, cents, top = vi.P, vi.centroids, vi.top
+    n, depths = len(embeddings), P.shape[1]
     node_index = np.full((n, depths), -1, dtype=np.int32)
     dist = np.full((n, depths), np.nan, dtype=np.float32)
-    if cents is None:
-        return Assignment(node_index, ids, dist)
-    top = np.array([k for k, i in enumerate(ids[:-1]) if tree.nodes[i].depth == 0], dtype=np.int32)
     for lo in range(0, n, block):
         X = np.ascontiguousarray(embeddings[lo:lo + block], dtype=np.float32)
         idx = np.asarray(nb_idx[lo:lo + block])
@@ -69,13 +100,13 @@ def vote_placement(embeddings: np.ndarray, nb_idx: np.ndarray, nb_sims: np.ndarr
         for d in range(depths):
             cand = NB[:, :, d]
             w = np.where(alive, W, 0)
-            if d == 0:
+            if d == 0 and not top_noise:
                 w = np.where(cand >= 0, w, 0)
             score = ((cand[:, :, None] == cand[:, None, :]) * w[:, None, :]).sum(axis=2)
             score = np.where(w > 0, score, -1)
             best = np.argmax(score, axis=1)
             chosen = np.where(score[rows, best] > 0, cand[rows, best], -1)
-            if d == 0:  # all neighbours top-level noise: the nearest top-level centroid
+            if d == 0 and not top_noise:  # all neighbours top-level noise: the nearest top-level centroid
                 lost = chosen < 0
                 if lost.any():
                     chosen[lost] = top[np.argmax(X[lost] @ cents[top].T, axis=1)]
@@ -87,8 +118,7 @@ def vote_placement(embeddings: np.ndarray, nb_idx: np.ndarray, nb_sims: np.ndarr
             dist[lo + np.flatnonzero(placed), d] = 1.0 - np.einsum("ij,ij->i", X[placed], cents[chosen[placed]])
             if not placed.any():
                 break
-    node_index[node_index < 0] = len(ids) - 1  # the "" entry
-    return Assignment(node_index, ids, dist)
+    return node_index, dist
 
 
 class Placed(NamedTuple):
